@@ -1,0 +1,50 @@
+# trellis — `make help` lists the targets.
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(PATH)
+GO      ?= go
+BIN     := bin/trellis
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/trellis-run/trellis/cmd/trellis/command.Version=$(VERSION)
+# Each test binary may use all cores; two packages at a time keep a 2-core machine responsive.
+TESTFLAGS ?= -p 2 -timeout 15m
+
+.PHONY: help deps build run test lint check fmt-check vet bench fuzz clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+deps: ## install the Debian packages and Go modules trellis needs (idempotent)
+	@hack/install-deps.sh
+
+build: ## build bin/trellis
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/trellis
+
+run: deps build ## start a one-machine cluster (embedded etcd, BBS, brain, local cell)
+	$(BIN) dev
+
+test: deps lint check ## run every test (unit, root integration, fuzz smoke)
+	$(GO) test $(TESTFLAGS) ./...
+	FUZZTIME=$${FUZZTIME:-3s} hack/fuzz.sh
+
+lint: fmt-check vet ## gofmt check and go vet for linux and windows
+	GOOS=windows $(GO) build ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	GOOS=linux $(GO) vet ./...
+	GOOS=windows $(GO) vet ./...
+
+check: ## guard the dependency direction (bbs and brain never import a backend)
+	@hack/check-imports.sh
+
+bench: deps build ## print performance figures against named peers
+	hack/bench.sh
+
+fuzz: ## run each fuzz target for FUZZTIME (default 3s)
+	hack/fuzz.sh
+
+clean: ## remove build output
+	rm -rf bin dist

@@ -1,0 +1,19 @@
+// Command trellis is the one binary of the trellis runtime: the dev cluster, the BBS server,
+// the brain, the cell agent and the operator CLI, as subcommands.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/trellis-run/trellis/cmd/trellis/command"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := command.Execute(ctx, os.Args[1:])
+	stop()
+	os.Exit(code)
+}

@@ -1,0 +1,3 @@
+// Package isolationwindows is the Windows isolation backend: processes in job objects, or
+// Windows Server containers through HCS.
+package isolationwindows
