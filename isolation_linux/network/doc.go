@@ -1,0 +1,27 @@
+// Package network gives Linux containers their own network: an address on a host bridge with
+// outbound NAT, and host ports mapped to container ports. It drives the standard CNI plugins
+// (bridge + host-local IPAM + portmap + loopback, as Debian's containernetworking-plugins
+// ships them in /usr/lib/cni) through libcni, so the kernel plumbing is the same one
+// Kubernetes, containerd and Nomad use.
+//
+// A Network owns one state directory. In it live the IP leases (host-local's data directory),
+// libcni's cached results (so a container can be torn down after its network namespace is
+// gone, or by a restarted backend), one record per attached container and the host ports it
+// holds. Every decision that must survive a restart is on disk before it takes effect, and all
+// changes to the directory are serialised by a file lock, so two backends over the same state
+// directory never hand out one host port twice.
+//
+// Typical use by the Linux backend:
+//
+//	nw, err := network.New(cfg)                                // once, at start
+//	res, err := nw.Setup(ctx, handle, netnsPath, spec.NetIn)  // after the netns exists
+//	...                                                        // res.ContainerIP, res.Ports
+//	err = nw.Teardown(ctx, handle, netnsPath)                 // on destroy; idempotent
+//
+// CreateNetNS and DeleteNetNS make and remove a named network namespace (a bind mount of a
+// namespace file), for callers that create the namespace before the container's processes.
+//
+// The bridge is shared by every container of the Network and stays when the last container
+// goes; see docs/isolation-linux-network.md for what the plugins leave on the host and how an
+// operator removes it.
+package network

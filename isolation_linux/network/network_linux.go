@@ -1,0 +1,464 @@
+package network
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
+	cnitypes "github.com/containernetworking/cni/pkg/types"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/trellis-run/trellis/isolation"
+)
+
+// cleanupTimeout bounds the undo of a failed Setup, which runs even when the caller's context
+// has ended (a half-attached container must not keep its ports, lease and rules).
+const cleanupTimeout = 30 * time.Second
+
+// Network attaches containers' network namespaces to one CNI bridge network. It is safe for
+// concurrent use by different handles; Setup, Teardown and Check of one handle must not
+// overlap. Several Networks (in one process or several) may share a StateDir if their Configs
+// are equal.
+type Network struct {
+	cfg   Config
+	log   *slog.Logger
+	state store
+	cni   *libcni.CNIConfig
+	list  *libcni.NetworkConfigList
+	// checkList is list without portmap, whose CHECK is broken in the Debian 12 plugins.
+	checkList *libcni.NetworkConfigList
+	hostIP    string
+}
+
+// New checks cfg, finds the plugins and prepares the state directory. It changes nothing on
+// the host's network: the bridge appears with the first Setup.
+//
+// Errors: ErrInvalidConfig (field named; also when Subnet overlaps an address on another
+// interface of this host), ErrPluginNotFound (which plugin, where it was looked for),
+// ErrState.
+func New(cfg Config) (*Network, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	for _, p := range requiredPlugins {
+		if _, err := invoke.FindInPath(p, cfg.PluginDirs); err != nil {
+			return nil, fmt.Errorf("%w: %q in %s (install containernetworking-plugins): %v",
+				ErrPluginNotFound, p, strings.Join(cfg.PluginDirs, ", "), err)
+		}
+	}
+	if err := checkSubnetFree(cfg.Subnet, cfg.BridgeName); err != nil {
+		return nil, err
+	}
+	st := store{dir: cfg.StateDir}
+	if err := st.init(); err != nil {
+		return nil, err
+	}
+	conf, err := buildConfList(cfg, st.path(ipamDir))
+	if err != nil {
+		return nil, err
+	}
+	list, err := libcni.NetworkConfFromBytes(conf)
+	if err != nil {
+		return nil, fmt.Errorf("%w: parse generated network config: %w", ErrInvalidConfig, err)
+	}
+	checkList := *list
+	checkList.Plugins = nil
+	for _, p := range list.Plugins {
+		if p.Network.Type != "portmap" {
+			checkList.Plugins = append(checkList.Plugins, p)
+		}
+	}
+	hostIP := cfg.HostIP
+	if hostIP == "" {
+		hostIP = primaryIPv4()
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Network{
+		cfg:       cfg,
+		log:       log.With("component", "network", "bridge", cfg.BridgeName),
+		state:     st,
+		cni:       libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, st.path(cniCacheDir), nil),
+		list:      list,
+		checkList: &checkList,
+		hostIP:    hostIP,
+	}, nil
+}
+
+// Setup attaches the network namespace at netnsPath to the network as container handle: a
+// veth pair with eth0 inside, an address from Config.Subnet, lo up, a default route through
+// the bridge, and every netIn mapped from a host port (tcp) to the container port. NetIns with
+// HostPort 0 get a port from Config.HostPortRange that no container holds and no host process
+// has bound. On failure nothing is left behind.
+//
+// Errors: isolation.ErrInvalidSpec (bad handle, netnsPath not a network namespace, bad NetIn),
+// isolation.ErrAlreadyExists (handle already attached), ErrPortsExhausted and ErrPortInUse
+// (both isolation.ErrInsufficientResources), ErrPlugin (a plugin failed; its message is
+// included), ErrState.
+func (n *Network) Setup(ctx context.Context, handle, netnsPath string, netIn []isolation.NetIn) (Result, error) {
+	if err := validateHandle(handle); err != nil {
+		return Result{}, err
+	}
+	if !isNetNS(netnsPath) {
+		return Result{}, fmt.Errorf("%w: set up network of %q: %q is not a network namespace", isolation.ErrInvalidSpec, handle, netnsPath)
+	}
+	if err := validateNetIn(netIn); err != nil {
+		return Result{}, fmt.Errorf("set up network of %q: %w", handle, err)
+	}
+	cid := containerID(handle)
+
+	rec, err := n.reserve(ctx, handle, cid, netnsPath, netIn)
+	if err != nil {
+		return Result{}, fmt.Errorf("set up network of %q: %w", handle, err)
+	}
+	log := n.log.With("handle", handle, "netns", netnsPath)
+
+	raw, err := n.cni.AddNetworkList(ctx, n.list, n.runtimeConf(cid, netnsPath, portMappings(rec.Ports)))
+	if err == nil {
+		err = n.recordAttachment(ctx, rec, raw)
+	}
+	if err != nil {
+		err = fmt.Errorf("%w: set up network of %q: %w", ErrPlugin, handle, err)
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		if uerr := n.detach(cctx, rec, netnsPath); uerr != nil {
+			log.Warn("undo of failed network setup failed; Teardown will retry", "error", uerr)
+			return Result{}, errors.Join(err, fmt.Errorf("undo: %w", uerr))
+		}
+		return Result{}, err
+	}
+	log.Debug("network attached", "ip", rec.ContainerIP, "ports", rec.Ports)
+	return n.result(rec), nil
+}
+
+// reserve writes the container's record with its host ports, under the state lock.
+func (n *Network) reserve(ctx context.Context, handle, cid, netnsPath string, netIn []isolation.NetIn) (*record, error) {
+	unlock, err := n.state.lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	existing, err := n.state.all()
+	if err != nil {
+		return nil, err
+	}
+	used := map[uint32]string{}
+	for _, r := range existing {
+		if r.ContainerID == cid {
+			if r.Handle != handle {
+				return nil, fmt.Errorf("%w: container id %q of handle %q is held by handle %q", isolation.ErrAlreadyExists, cid, handle, r.Handle)
+			}
+			return nil, fmt.Errorf("%w: handle %q is already attached (netns %s)", isolation.ErrAlreadyExists, handle, r.NetNS)
+		}
+		for _, p := range r.Ports {
+			used[p.HostPort] = r.Handle
+		}
+	}
+	next, err := n.state.cursor()
+	if err != nil {
+		return nil, err
+	}
+	alloc := portAllocator{
+		min: n.cfg.HostPortRange[0], max: n.cfg.HostPortRange[1],
+		next: next, used: used, isFree: hostPortFree,
+	}
+	ports, err := alloc.assign(netIn)
+	if err != nil {
+		return nil, err
+	}
+	rec := &record{
+		Handle:      handle,
+		ContainerID: cid,
+		NetNS:       netnsPath,
+		Ports:       portRecords(ports),
+		CreatedAt:   time.Now().UTC(),
+	}
+	if err := n.state.put(rec); err != nil {
+		return nil, err
+	}
+	if alloc.next != next {
+		if err := n.state.setCursor(alloc.next); err != nil {
+			return nil, err
+		}
+	}
+	return rec, nil
+}
+
+// recordAttachment stores what the CNI ADD produced.
+func (n *Network) recordAttachment(ctx context.Context, rec *record, raw cnitypes.Result) error {
+	res, err := types100.NewResultFromResult(raw)
+	if err != nil {
+		return fmt.Errorf("read plugin result: %w", err)
+	}
+	for _, ip := range res.IPs {
+		if ip.Interface == nil || *ip.Interface < 0 || *ip.Interface >= len(res.Interfaces) ||
+			res.Interfaces[*ip.Interface].Sandbox == "" {
+			continue
+		}
+		if ip4 := ip.Address.IP.To4(); ip4 != nil {
+			rec.ContainerIP = ip4.String()
+			break
+		}
+	}
+	if rec.ContainerIP == "" {
+		return fmt.Errorf("plugin result has no IPv4 address inside the namespace: %s", res)
+	}
+	for _, ifc := range res.Interfaces {
+		if ifc.Sandbox == "" && ifc.Name != n.cfg.BridgeName {
+			rec.HostVeth, rec.HostVethMAC = ifc.Name, ifc.Mac
+			break
+		}
+	}
+	rec.Attached = true
+	unlock, err := n.state.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return n.state.put(rec)
+}
+
+// Teardown detaches the container: its veth, its address lease, its port mappings and NAT
+// rules, and its host ports go. It works after the namespace at netnsPath is gone (or when
+// netnsPath is empty), from the records alone, and by a Network other than the one that ran
+// Setup. Tearing down a handle that is not attached returns nil.
+//
+// Errors: isolation.ErrInvalidSpec (bad handle), ErrPlugin (a plugin failed; the record stays
+// so that a retry finishes the job), ErrState.
+func (n *Network) Teardown(ctx context.Context, handle, netnsPath string) error {
+	if err := validateHandle(handle); err != nil {
+		return err
+	}
+	cid := containerID(handle)
+	rec, err := n.state.get(cid)
+	if err != nil {
+		return fmt.Errorf("tear down network of %q: %w", handle, err)
+	}
+	if rec == nil {
+		cached, _, err := n.cni.GetNetworkListCachedConfig(n.list, n.runtimeConf(cid, "", nil))
+		if err != nil || cached == nil {
+			return nil // never attached, or already torn down
+		}
+		// A libcni cache entry without a record: a Setup that crashed between the two.
+		rec = &record{Handle: handle, ContainerID: cid}
+	}
+	if err := n.detach(ctx, rec, netnsPath); err != nil {
+		return fmt.Errorf("tear down network of %q: %w", handle, err)
+	}
+	n.log.Debug("network detached", "handle", handle, "ip", rec.ContainerIP)
+	return nil
+}
+
+// detach runs the CNI DEL and removes what the plugins may leave, then the record.
+func (n *Network) detach(ctx context.Context, rec *record, netnsPath string) error {
+	ns := netnsPath
+	if !isNetNS(ns) {
+		ns = "" // CNI lets DEL run without a namespace; plugins then release what they can
+	}
+	if err := n.cni.DelNetworkList(ctx, n.list, n.runtimeConf(rec.ContainerID, ns, portMappings(rec.Ports))); err != nil {
+		return fmt.Errorf("%w: %w", ErrPlugin, err)
+	}
+	if removed, err := sweepNAT(ctx, n.cfg.NetworkName, rec.ContainerID); err != nil {
+		return fmt.Errorf("remove leftover nat rules: %w", err)
+	} else if removed > 0 {
+		n.log.Debug("removed leftover nat rules", "handle", rec.Handle, "count", removed)
+	}
+	if err := removeStaleVeth(ctx, rec); err != nil {
+		return err
+	}
+	unlock, err := n.state.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return n.state.remove(rec.ContainerID)
+}
+
+// Check verifies that the container's network is still as Setup left it: the bridge and
+// loopback plugins' CNI CHECK (the veth, its address, the routes, lo) and the port mappings'
+// DNAT rules (read from iptables directly; see checkPortMappings).
+//
+// Errors: isolation.ErrNotFound (handle not attached), ErrPlugin (what is wrong), ErrState.
+func (n *Network) Check(ctx context.Context, handle, netnsPath string) error {
+	rec, err := n.attached(handle)
+	if err != nil {
+		return err
+	}
+	if err := n.cni.CheckNetworkList(ctx, n.checkList, n.runtimeConf(rec.ContainerID, netnsPath, portMappings(rec.Ports))); err != nil {
+		return fmt.Errorf("%w: check network of %q: %w", ErrPlugin, handle, err)
+	}
+	save, err := exec.CommandContext(ctx, "iptables-save", "-t", "nat").Output()
+	if err != nil {
+		return fmt.Errorf("check network of %q: iptables-save -t nat: %w%s", handle, err, stderrOf(err))
+	}
+	if err := checkPortMappings(save, n.cfg.NetworkName, rec.ContainerID, rec.ContainerIP, rec.Ports); err != nil {
+		return fmt.Errorf("%w: check network of %q: %w", ErrPlugin, handle, err)
+	}
+	return nil
+}
+
+// Lookup returns what Setup granted handle, from the state directory (so a restarted backend
+// can answer Info without touching the network).
+//
+// Errors: isolation.ErrNotFound (handle not attached), ErrState.
+func (n *Network) Lookup(ctx context.Context, handle string) (Result, error) {
+	rec, err := n.attached(handle)
+	if err != nil {
+		return Result{}, err
+	}
+	return n.result(rec), nil
+}
+
+func (n *Network) attached(handle string) (*record, error) {
+	if err := validateHandle(handle); err != nil {
+		return nil, err
+	}
+	rec, err := n.state.get(containerID(handle))
+	if err != nil {
+		return nil, err
+	}
+	if rec == nil || !rec.Attached {
+		return nil, fmt.Errorf("%w: no network attached for %q", isolation.ErrNotFound, handle)
+	}
+	return rec, nil
+}
+
+func (n *Network) result(rec *record) Result {
+	return Result{HostIP: n.hostIP, ContainerIP: rec.ContainerIP, Ports: portMappings(rec.Ports)}
+}
+
+func (n *Network) runtimeConf(cid, netns string, ports []isolation.PortMapping) *libcni.RuntimeConf {
+	rt := &libcni.RuntimeConf{ContainerID: cid, NetNS: netns, IfName: containerIfName}
+	if len(ports) > 0 {
+		rt.CapabilityArgs = capabilityArgs(ports)
+	}
+	return rt
+}
+
+// hostPortFree reports whether no host process has TCP port p bound on any IPv4 address.
+// (A dual-stack listener on [::] counts: the kernel refuses the bind then too.)
+func hostPortFree(p uint32) bool {
+	l, err := net.Listen("tcp4", net.JoinHostPort("0.0.0.0", strconv.FormatUint(uint64(p), 10)))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
+}
+
+// primaryIPv4 returns the first IPv4 address of the interface holding the default route with
+// the lowest metric, or 127.0.0.1 when there is none.
+func primaryIPv4() string {
+	const fallback = "127.0.0.1"
+	f, err := os.Open("/proc/net/route")
+	if err != nil {
+		return fallback
+	}
+	defer f.Close()
+	best, bestMetric := "", int64(-1)
+	sc := bufio.NewScanner(f)
+	sc.Scan() // header: Iface Destination Gateway Flags RefCnt Use Metric Mask ...
+	for sc.Scan() {
+		fl := strings.Fields(sc.Text())
+		if len(fl) < 8 || fl[1] != "00000000" || fl[7] != "00000000" {
+			continue
+		}
+		flags, err1 := strconv.ParseUint(fl[3], 16, 32)
+		metric, err2 := strconv.ParseInt(fl[6], 10, 64)
+		if err1 != nil || err2 != nil || flags&0x1 == 0 { // RTF_UP
+			continue
+		}
+		if bestMetric < 0 || metric < bestMetric {
+			best, bestMetric = fl[0], metric
+		}
+	}
+	if best == "" {
+		return fallback
+	}
+	ifc, err := net.InterfaceByName(best)
+	if err != nil {
+		return fallback
+	}
+	addrs, err := ifc.Addrs()
+	if err != nil {
+		return fallback
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(ipn.IP); ok && ip.Unmap().Is4() && !ip.IsLinkLocalUnicast() {
+				return ip.Unmap().String()
+			}
+		}
+	}
+	return fallback
+}
+
+// checkSubnetFree refuses a Subnet that overlaps an address already on an interface other than
+// our bridge: containers would be unreachable, or would shadow a host network.
+func checkSubnetFree(subnet, bridge string) error {
+	p, err := parseSubnet(subnet)
+	if err != nil {
+		return fmt.Errorf("%w: Subnet: %v", ErrInvalidConfig, err)
+	}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil // cannot tell; the plugins will complain if it matters
+	}
+	for _, ifc := range ifs {
+		if ifc.Name == bridge {
+			continue
+		}
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ones, _ := ipn.Mask.Size()
+			ip, ok := netip.AddrFromSlice(ipn.IP)
+			if !ok {
+				continue
+			}
+			other := netip.PrefixFrom(ip.Unmap(), ones).Masked()
+			if other.Overlaps(p) {
+				return fmt.Errorf("%w: Subnet: %s overlaps %s on interface %s", ErrInvalidConfig, p, ipn, ifc.Name)
+			}
+		}
+	}
+	return nil
+}
+
+// removeStaleVeth deletes the container's host-side veth if it outlived the DEL: that happens
+// when the namespace's bind mount is gone but a process still holds the namespace, so the
+// bridge plugin could not find the pair. The name and MAC address must both match what Setup
+// recorded, so a veth that reused the name for another container is left alone.
+func removeStaleVeth(ctx context.Context, rec *record) error {
+	if rec.HostVeth == "" {
+		return nil
+	}
+	ifc, err := net.InterfaceByName(rec.HostVeth)
+	if err != nil || !strings.EqualFold(ifc.HardwareAddr.String(), rec.HostVethMAC) {
+		return nil
+	}
+	out, err := exec.CommandContext(ctx, "ip", "link", "delete", "dev", rec.HostVeth).CombinedOutput()
+	if err != nil {
+		if _, gone := net.InterfaceByName(rec.HostVeth); gone != nil {
+			return nil // went away by itself meanwhile
+		}
+		return fmt.Errorf("delete host veth %s of %q: %w: %s", rec.HostVeth, rec.Handle, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
