@@ -1,0 +1,305 @@
+package resources
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/trellis-run/trellis/isolation"
+)
+
+// v1 is a cgroup in every mounted cgroup v1 hierarchy. containerd's cgroup1 creates, joins and
+// removes the directories (it also seeds cpuset.cpus/mems of new parents); the limit values are
+// the ones V1Settings computes, written here so that what is tested is what is enforced.
+type v1 struct {
+	path string // "parent/handle"
+	cg   cgroup1.Cgroup
+	dirs map[string]string // hierarchy name ("memory", "cpu", "name=systemd"...) → directory
+}
+
+type pather interface{ Path(string) string }
+
+func v1Dirs(path string, subsystems []cgroup1.Subsystem) map[string]string {
+	dirs := make(map[string]string, len(subsystems))
+	for _, s := range subsystems {
+		if p, ok := s.(pather); ok {
+			dirs[string(s.Name())] = p.Path("/" + path)
+		}
+	}
+	return dirs
+}
+
+func newV1(path string, res *specs.LinuxResources) (*v1, error) {
+	hier, err := cgroup1.Default()
+	if err != nil {
+		return nil, fmt.Errorf("%w: create cgroup %s: find v1 hierarchies: %v", isolation.ErrUnsupported, path, err)
+	}
+	dirs := v1Dirs(path, hier)
+	for _, need := range []string{"memory", "cpu", "cpuacct", "pids", "freezer"} {
+		if _, ok := dirs[need]; !ok {
+			return nil, fmt.Errorf("%w: create cgroup %s: the %s controller is not mounted", isolation.ErrUnsupported, path, need)
+		}
+	}
+	if _, err := os.Stat(dirs["memory"]); err == nil {
+		return nil, fmt.Errorf("%w: cgroup %s", isolation.ErrAlreadyExists, path)
+	}
+	cg, err := cgroup1.New(cgroup1.StaticPath("/"+path), &specs.LinuxResources{}, cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) { return hier, nil }))
+	if err != nil {
+		return nil, fmt.Errorf("create cgroup %s: %w", path, err)
+	}
+	d := &v1{path: path, cg: cg, dirs: v1Dirs(path, cg.Subsystems())}
+	_, memswErr := os.Stat(filepath.Join(d.dirs["memory"], "memory.memsw.limit_in_bytes"))
+	for _, s := range V1Settings(res, memswErr == nil) {
+		if err := writeFile(filepath.Join(d.dirs[s.Controller], s.File), s.Value); err != nil {
+			if rmErr := d.remove(); rmErr != nil {
+				slog.Warn("remove half-made cgroup", "cgroup", path, "error", rmErr)
+			}
+			return nil, fmt.Errorf("create cgroup %s: set limit: %w", path, err)
+		}
+	}
+	return d, nil
+}
+
+func loadV1(path string) (*v1, error) {
+	cg, err := cgroup1.Load(cgroup1.StaticPath("/" + path))
+	if err != nil {
+		if errors.Is(err, cgroup1.ErrCgroupDeleted) || errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w: cgroup %s", isolation.ErrNotFound, path)
+		}
+		return nil, fmt.Errorf("load cgroup %s: %w", path, err)
+	}
+	d := &v1{path: path, cg: cg, dirs: v1Dirs(path, cg.Subsystems())}
+	if _, ok := d.dirs["memory"]; !ok {
+		return nil, fmt.Errorf("%w: cgroup %s has no memory hierarchy directory", isolation.ErrNotFound, path)
+	}
+	return d, nil
+}
+
+func (d *v1) addProc(pid int) error {
+	return d.cg.Add(cgroup1.Process{Pid: pid})
+}
+
+func (d *v1) stats() (Stats, error) {
+	mem := d.dirs["memory"]
+	usage, err := readUint(filepath.Join(mem, "memory.usage_in_bytes"))
+	if err != nil {
+		return Stats{}, err
+	}
+	inactive, _, err := readKeyed(filepath.Join(mem, "memory.stat"), "total_inactive_file")
+	if err != nil {
+		return Stats{}, err
+	}
+	limit, err := readUint(filepath.Join(mem, "memory.limit_in_bytes"))
+	if err != nil {
+		return Stats{}, err
+	}
+	if noLimit(limit) {
+		limit = 0
+	}
+	cpu, err := readUint(filepath.Join(d.dirs["cpuacct"], "cpuacct.usage"))
+	if err != nil {
+		return Stats{}, err
+	}
+	pids, err := readUint(filepath.Join(d.dirs["pids"], "pids.current"))
+	if err != nil {
+		return Stats{}, err
+	}
+	ws := usage
+	if inactive < ws {
+		ws -= inactive
+	}
+	return Stats{MemoryBytes: ws, MemoryLimitBytes: limit, CPUNanos: cpu, Pids: pids}, nil
+}
+
+func (d *v1) oomKills() (uint64, error) {
+	p := filepath.Join(d.dirs["memory"], "memory.oom_control")
+	n, found, err := readKeyed(p, "oom_kill")
+	if err != nil {
+		return 0, err
+	}
+	if !found {
+		return 0, fmt.Errorf("%w: %s has no oom_kill counter (kernel older than 4.13)", isolation.ErrUnsupported, p)
+	}
+	return n, nil
+}
+
+// watchOOM registers an eventfd for memory.oom_control in cgroup.event_control. The kernel
+// signals it on every OOM condition and once more when the cgroup is removed; the latter is told
+// apart by the directory being gone.
+func (d *v1) watchOOM(ctx context.Context) (<-chan struct{}, error) {
+	mem := d.dirs["memory"]
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	ev := os.NewFile(uintptr(efd), "oom-eventfd")
+	oc, err := os.Open(filepath.Join(mem, "memory.oom_control"))
+	if err != nil {
+		ev.Close()
+		return nil, err
+	}
+	// The kernel takes its own references during registration; oc may be closed afterwards.
+	err = writeFile(filepath.Join(mem, "cgroup.event_control"), strconv.Itoa(efd)+" "+strconv.Itoa(int(oc.Fd())))
+	oc.Close()
+	if err != nil {
+		ev.Close()
+		return nil, err
+	}
+	ch := make(chan struct{}, 1)
+	stop := context.AfterFunc(ctx, func() { ev.Close() })
+	go func() {
+		defer close(ch)
+		defer stop()
+		defer ev.Close()
+		buf := make([]byte, 8)
+		for {
+			if _, err := ev.Read(buf); err != nil {
+				return // closed by ctx, or a broken fd
+			}
+			if _, err := os.Stat(mem); err != nil {
+				return // the cgroup was removed
+			}
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return ch, nil
+}
+
+// signalAll freezes the cgroup (bounded), sends SIGKILL to every process and thaws it, so no
+// process can fork between the listing and the signal.
+func (d *v1) signalAll() error {
+	state := filepath.Join(d.dirs["freezer"], "freezer.state")
+	frozen := freezeV1(state)
+	pids, err := readProcs(d.dirs["freezer"])
+	if err == nil {
+		for _, pid := range pids {
+			if kerr := unix.Kill(pid, unix.SIGKILL); kerr != nil && !errors.Is(kerr, unix.ESRCH) {
+				err = errors.Join(err, fmt.Errorf("kill pid %d: %w", pid, kerr))
+			}
+		}
+	}
+	if frozen {
+		if terr := writeFile(state, "THAWED"); terr != nil && !errors.Is(terr, os.ErrNotExist) {
+			err = errors.Join(err, fmt.Errorf("thaw: %w", terr))
+		}
+	}
+	return err
+}
+
+// freezeV1 asks the freezer to freeze and waits, bounded, until it reports FROZEN. It reports
+// whether it wrote FROZEN (and so must thaw). A freezer that does not settle in time (a task in
+// uninterruptible sleep) is not an error: the tasks are killed anyway.
+func freezeV1(state string) bool {
+	if err := writeFile(state, "FROZEN"); err != nil {
+		return false
+	}
+	deadline := time.Now().Add(freezeTimeout)
+	for time.Now().Before(deadline) {
+		b, err := os.ReadFile(state)
+		if err != nil || strings.TrimSpace(string(b)) == "FROZEN" {
+			return true
+		}
+		time.Sleep(time.Millisecond)
+		// Writing again retries tasks that were mid-fork when freezing started.
+		_ = writeFile(state, "FROZEN")
+	}
+	slog.Warn("cgroup freezer did not settle; killing anyway", "freezer", state, "timeout", freezeTimeout)
+	return true
+}
+
+func (d *v1) procs() ([]int, error) {
+	var all []int
+	seen := map[int]bool{}
+	// A process is normally in every hierarchy; checking each catches one that was added
+	// to some only (an interrupted AddProc).
+	for _, name := range []string{"freezer", "memory", "pids", "cpu"} {
+		pids, err := readProcs(d.dirs[name])
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range pids {
+			if !seen[p] {
+				seen[p] = true
+				all = append(all, p)
+			}
+		}
+	}
+	return all, nil
+}
+
+func (d *v1) exists() bool {
+	for _, dir := range d.dirs {
+		if _, err := os.Stat(dir); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *v1) remove() error {
+	var errs []error
+	for name, dir := range d.dirs {
+		if err := removeCgroupDir(dir); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeCgroupDir removes a cgroup directory and any child cgroups below it, deepest first
+// (rmdir, not unlink: a cgroup's interface files go with its directory). A cgroup whose last
+// process just exited can report EBUSY for a moment, so each rmdir is retried briefly.
+func removeCgroupDir(dir string) error {
+	var dirs []string
+	err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if e.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, p := range slices.Backward(dirs) {
+		if err := rmdirRetry(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func rmdirRetry(dir string) error {
+	var err error
+	for wait := time.Millisecond; wait < 200*time.Millisecond; wait *= 2 {
+		err = unix.Rmdir(dir)
+		if err == nil || errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		if !errors.Is(err, unix.EBUSY) {
+			break
+		}
+		time.Sleep(wait)
+	}
+	return fmt.Errorf("rmdir %s: %w", dir, err)
+}
