@@ -31,7 +31,7 @@ const (
 )
 
 // requiredPlugins are the plugin binaries New insists on.
-var requiredPlugins = []string{"bridge", "host-local", "portmap", "loopback"}
+var requiredPlugins = []string{"bridge", "host-local", "portmap", "firewall", "loopback"}
 
 // handlePattern is isolation.ContainerSpec's rule for handles.
 var handlePattern = regexp.MustCompile(`^[A-Za-z0-9_.\-]{1,128}$`)
@@ -169,6 +169,10 @@ type (
 		Capabilities map[string]bool `json:"capabilities"`
 		SNAT         bool            `json:"snat"`
 	}
+	firewallConf struct {
+		Type    string `json:"type"`
+		Backend string `json:"backend"`
+	}
 	loopbackConf struct {
 		Type string `json:"type"`
 	}
@@ -183,6 +187,9 @@ type (
 //     restart;
 //   - portmap with the portMappings capability and snat, so 127.0.0.1:<hostPort> and
 //     hairpin traffic work (the plugin sets route_localnet on the bridge for this);
+//   - firewall (iptables backend), which accepts the container's forwarded traffic in the
+//     filter table's FORWARD chain, so outbound traffic and mapped ports from other hosts work
+//     on hosts whose FORWARD policy is DROP (any host running Docker);
 //   - loopback, which brings lo up and passes the bridge's result on.
 func buildConfList(cfg Config, ipamDir string) ([]byte, error) {
 	subnet, err := parseSubnet(cfg.Subnet)
@@ -208,6 +215,7 @@ func buildConfList(cfg Config, ipamDir string) ([]byte, error) {
 				},
 			},
 			portmapConf{Type: "portmap", Capabilities: map[string]bool{"portMappings": true}, SNAT: true},
+			firewallConf{Type: "firewall", Backend: "iptables"},
 			loopbackConf{Type: "loopback"},
 		},
 	}

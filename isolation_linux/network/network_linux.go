@@ -322,6 +322,22 @@ func (n *Network) Lookup(ctx context.Context, handle string) (Result, error) {
 	return n.result(rec), nil
 }
 
+// Handles lists the handles with a network record, attached or half-way through Setup (a
+// crash), so a restarted backend can tear down those it no longer knows.
+//
+// Errors: ErrState.
+func (n *Network) Handles(ctx context.Context) ([]string, error) {
+	recs, err := n.state.all()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(recs))
+	for i, r := range recs {
+		out[i] = r.Handle
+	}
+	return out, nil
+}
+
 func (n *Network) attached(handle string) (*record, error) {
 	if err := validateHandle(handle); err != nil {
 		return nil, err

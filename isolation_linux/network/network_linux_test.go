@@ -549,3 +549,98 @@ func TestNetNS(t *testing.T) {
 		t.Errorf("namespace file still there: %v", err)
 	}
 }
+
+func TestConcurrentSetup(t *testing.T) {
+	ctx := context.Background()
+	tn := newTestNet(t, 50)
+	const n = 6
+	paths := make([]string, n)
+	for i := range paths {
+		paths[i] = tn.netns(t, fmt.Sprintf("c%d", i))
+	}
+	results := make([]Result, n)
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			var err error
+			results[i], err = tn.nw.Setup(ctx, fmt.Sprintf("c%d", i), paths[i], []isolation.NetIn{{ContainerPort: 80}, {ContainerPort: 81}})
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Errorf("Setup: %v", err)
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	ips, ports := map[string]bool{}, map[uint32]bool{}
+	for _, r := range results {
+		ips[r.ContainerIP] = true
+		for _, p := range r.Ports {
+			ports[p.HostPort] = true
+		}
+	}
+	if len(ips) != n || len(ports) != 2*n {
+		t.Errorf("%d containers got %d addresses and %d host ports: %+v", n, len(ips), len(ports), results)
+	}
+	handles, err := tn.nw.Handles(ctx)
+	if err != nil || len(handles) != n {
+		t.Errorf("Handles = %v, %v; want %d", handles, err, n)
+	}
+	for i := range n {
+		go func() { errs <- tn.nw.Teardown(ctx, fmt.Sprintf("c%d", i), paths[i]) }()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Errorf("Teardown: %v", err)
+		}
+	}
+	if handles, err := tn.nw.Handles(ctx); err != nil || len(handles) != 0 {
+		t.Errorf("Handles after Teardown = %v, %v", handles, err)
+	}
+}
+
+func TestFailedSetupLeavesNothing(t *testing.T) {
+	ctx := context.Background()
+	tn := newTestNet(t, 1)
+	ns := tn.netns(t, "taken")
+	// An eth0 already in the namespace makes the bridge plugin fail after the host port is
+	// reserved (and possibly after host-local leased an address).
+	err := RunInNetNS(ns, func() error {
+		out, err := exec.Command("ip", "link", "add", containerIfName, "type", "veth", "peer", "name", "eth1").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("add a veth named eth0: %v", err)
+	}
+	_, err = tn.nw.Setup(ctx, "broken", ns, []isolation.NetIn{{ContainerPort: 80}})
+	if !errors.Is(err, ErrPlugin) {
+		t.Fatalf("Setup into a namespace with eth0: %v, want ErrPlugin", err)
+	}
+	if handles, _ := tn.nw.Handles(ctx); len(handles) != 0 {
+		t.Errorf("failed Setup left records: %v", handles)
+	}
+	if hits := natMentions(t, "broken", "255.255.255.255"); len(hits) > 0 {
+		t.Errorf("failed Setup left rules:\n%s", strings.Join(hits, "\n"))
+	}
+	leases, _ := os.ReadDir(filepath.Join(tn.cfg.StateDir, ipamDir, tn.cfg.NetworkName))
+	for _, l := range leases {
+		if _, err := netip.ParseAddr(l.Name()); err == nil {
+			t.Errorf("failed Setup left lease %s", l.Name())
+		}
+	}
+	// The single host port of the range is free again.
+	ok := tn.netns(t, "ok")
+	res, err := tn.nw.Setup(ctx, "ok", ok, []isolation.NetIn{{ContainerPort: 80}})
+	if err != nil || res.Ports[0].HostPort != tn.cfg.HostPortRange[0] {
+		t.Fatalf("Setup after a failed one = %+v, %v", res, err)
+	}
+	if err := tn.nw.Teardown(ctx, "ok", ok); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -38,6 +38,9 @@ func (*Network) Check(context.Context, string, string) error { return errNotLinu
 // Lookup fails on this platform with an error for which isolation.IsUnsupported is true.
 func (*Network) Lookup(context.Context, string) (Result, error) { return Result{}, errNotLinux }
 
+// Handles fails on this platform with an error for which isolation.IsUnsupported is true.
+func (*Network) Handles(context.Context) ([]string, error) { return nil, errNotLinux }
+
 // CreateNetNS fails on this platform with an error for which isolation.IsUnsupported is true.
 func CreateNetNS(string) error { return errNotLinux }
 

@@ -186,10 +186,10 @@ func TestBuildConfList(t *testing.T) {
 	if err := json.Unmarshal(b, &got); err != nil {
 		t.Fatalf("config is not JSON: %v\n%s", err, b)
 	}
-	if got.Name != "trellis" || got.CNIVersion != cniVersion || len(got.Plugins) != 3 {
+	if got.Name != "trellis" || got.CNIVersion != cniVersion || len(got.Plugins) != 4 {
 		t.Fatalf("config list header: %s", b)
 	}
-	bridge, portmap, loopback := got.Plugins[0], got.Plugins[1], got.Plugins[2]
+	bridge, portmap, firewall, loopback := got.Plugins[0], got.Plugins[1], got.Plugins[2], got.Plugins[3]
 	for k, want := range map[string]any{
 		"type": "bridge", "bridge": "trellis0", "isGateway": true, "ipMasq": true,
 		"hairpinMode": true, "mtu": 1400.0,
@@ -206,6 +206,9 @@ func TestBuildConfList(t *testing.T) {
 	caps, _ := portmap["capabilities"].(map[string]any)
 	if portmap["type"] != "portmap" || caps["portMappings"] != true || portmap["snat"] != true {
 		t.Errorf("portmap = %v", portmap)
+	}
+	if firewall["type"] != "firewall" || firewall["backend"] != "iptables" {
+		t.Errorf("firewall = %v", firewall)
 	}
 	if loopback["type"] != "loopback" {
 		t.Errorf("last plugin = %v, want loopback", loopback)
