@@ -1,0 +1,7 @@
+package isolationtest
+
+import "testing"
+
+func TestMemoryConformance(t *testing.T) {
+	RunConformance(t, MemoryHarness())
+}
