@@ -127,11 +127,12 @@ func (n *Network) Setup(ctx context.Context, handle, netnsPath string, netIn []i
 	log := n.log.With("handle", handle, "netns", netnsPath)
 
 	raw, err := n.cni.AddNetworkList(ctx, n.list, n.runtimeConf(cid, netnsPath, portMappings(rec.Ports)))
-	if err == nil {
-		err = n.recordAttachment(ctx, rec, raw)
-	}
 	if err != nil {
 		err = fmt.Errorf("%w: set up network of %q: %w", ErrPlugin, handle, err)
+	} else if err = n.recordAttachment(ctx, rec, raw); err != nil {
+		err = fmt.Errorf("set up network of %q: %w", handle, err)
+	}
+	if err != nil {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		defer cancel()
 		if uerr := n.detach(cctx, rec, netnsPath); uerr != nil {
@@ -201,7 +202,7 @@ func (n *Network) reserve(ctx context.Context, handle, cid, netnsPath string, ne
 func (n *Network) recordAttachment(ctx context.Context, rec *record, raw cnitypes.Result) error {
 	res, err := types100.NewResultFromResult(raw)
 	if err != nil {
-		return fmt.Errorf("read plugin result: %w", err)
+		return fmt.Errorf("%w: read result: %w", ErrPlugin, err)
 	}
 	for _, ip := range res.IPs {
 		if ip.Interface == nil || *ip.Interface < 0 || *ip.Interface >= len(res.Interfaces) ||
@@ -214,7 +215,7 @@ func (n *Network) recordAttachment(ctx context.Context, rec *record, raw cnitype
 		}
 	}
 	if rec.ContainerIP == "" {
-		return fmt.Errorf("plugin result has no IPv4 address inside the namespace: %s", res)
+		return fmt.Errorf("%w: result has no IPv4 address inside the namespace: %s", ErrPlugin, res)
 	}
 	for _, ifc := range res.Interfaces {
 		if ifc.Sandbox == "" && ifc.Name != n.cfg.BridgeName {
@@ -231,10 +232,11 @@ func (n *Network) recordAttachment(ctx context.Context, rec *record, raw cnitype
 	return n.state.put(rec)
 }
 
-// Teardown detaches the container: its veth, its address lease, its port mappings and NAT
-// rules, and its host ports go. It works after the namespace at netnsPath is gone (or when
-// netnsPath is empty), from the records alone, and by a Network other than the one that ran
-// Setup. Tearing down a handle that is not attached returns nil.
+// Teardown detaches the container: its veth, its address lease, its port mappings, NAT and
+// forwarding rules, and its host ports go. It works after the namespace at netnsPath is gone
+// (CNI DEL then runs without a namespace, from libcni's cached result, and we remove what the
+// plugins cannot), and by a Network other than the one that ran Setup. An empty netnsPath
+// means the path given to Setup. Tearing down a handle that is not attached returns nil.
 //
 // Errors: isolation.ErrInvalidSpec (bad handle), ErrPlugin (a plugin failed; the record stays
 // so that a retry finishes the job), ErrState.
@@ -252,8 +254,12 @@ func (n *Network) Teardown(ctx context.Context, handle, netnsPath string) error 
 		if err != nil || cached == nil {
 			return nil // never attached, or already torn down
 		}
-		// A libcni cache entry without a record: a Setup that crashed between the two.
+		// libcni remembers an attachment we have no record of (the record was lost or removed
+		// by hand): DEL from libcni's cache alone.
 		rec = &record{Handle: handle, ContainerID: cid}
+	}
+	if netnsPath == "" {
+		netnsPath = rec.NetNS // used only if it still is a namespace
 	}
 	if err := n.detach(ctx, rec, netnsPath); err != nil {
 		return fmt.Errorf("tear down network of %q: %w", handle, err)

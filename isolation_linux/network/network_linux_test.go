@@ -644,3 +644,28 @@ func TestFailedSetupLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestTeardownWithoutRecord(t *testing.T) {
+	ctx := context.Background()
+	tn := newTestNet(t, 5)
+	ns := tn.netns(t, "lost")
+	if _, err := tn.nw.Setup(ctx, "lost", ns, []isolation.NetIn{{ContainerPort: 80}}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := tn.nw.state.get("lost")
+	if err != nil || rec == nil {
+		t.Fatalf("record: %v, %v", rec, err)
+	}
+	// The record is lost (an operator cleaned the wrong directory): libcni's cache still
+	// knows the attachment, and Teardown must use it.
+	if err := os.Remove(tn.nw.state.recordPath("lost")); err != nil {
+		t.Fatal(err)
+	}
+	if err := tn.nw.Teardown(ctx, "lost", ns); err != nil {
+		t.Fatalf("Teardown: %v", err)
+	}
+	assertDetached(t, tn, "lost", rec)
+	if err := tn.nw.Teardown(ctx, "lost", ns); err != nil {
+		t.Fatalf("second Teardown: %v", err)
+	}
+}
