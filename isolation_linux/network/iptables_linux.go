@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"strings"
 )
 
 // sweepNAT removes what the plugins left in the nat table for container cid.
@@ -38,4 +39,26 @@ func stderrOf(err error) string {
 		return ": " + string(bytes.TrimSpace(ee.Stderr))
 	}
 	return ""
+}
+
+// ensureMappedPortsAccepted makes sure the filter table accepts connections DNAT'd to the
+// subnet on the bridge. The firewall plugin accepts only a container's egress and the replies
+// to it; without this rule a host whose FORWARD policy is DROP would drop every connection
+// from another host to a mapped port. The rule is shared by the network's containers, goes in
+// the firewall plugin's CNI-FORWARD chain (so it exists once that plugin has run) and stays
+// when the last container goes.
+func ensureMappedPortsAccepted(ctx context.Context, network, bridge, subnet string) error {
+	rule := []string{"CNI-FORWARD", "-o", bridge, "-d", subnet,
+		"-m", "conntrack", "--ctstate", "DNAT",
+		"-m", "comment", "--comment", "trellis " + network + ": mapped ports",
+		"-j", "ACCEPT"}
+	if exec.CommandContext(ctx, "iptables", append([]string{"-w", "-t", "filter", "-C"}, rule...)...).Run() == nil {
+		return nil
+	}
+	out, err := exec.CommandContext(ctx, "iptables", append([]string{"-w", "-t", "filter", "-A"}, rule...)...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("accept forwarded connections to mapped ports: iptables -A %s: %w: %s",
+			strings.Join(rule, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
 }

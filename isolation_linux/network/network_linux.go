@@ -129,6 +129,8 @@ func (n *Network) Setup(ctx context.Context, handle, netnsPath string, netIn []i
 	raw, err := n.cni.AddNetworkList(ctx, n.list, n.runtimeConf(cid, netnsPath, portMappings(rec.Ports)))
 	if err != nil {
 		err = fmt.Errorf("%w: set up network of %q: %w", ErrPlugin, handle, err)
+	} else if err = ensureMappedPortsAccepted(ctx, n.cfg.NetworkName, n.cfg.BridgeName, n.cfg.Subnet); err != nil {
+		err = fmt.Errorf("set up network of %q: %w", handle, err)
 	} else if err = n.recordAttachment(ctx, rec, raw); err != nil {
 		err = fmt.Errorf("set up network of %q: %w", handle, err)
 	}

@@ -72,8 +72,12 @@ func newTestNet(t *testing.T, ports uint32) *testNet {
 		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(func() {
-		// The bridge is shared by design and outlives containers; a test's is its own.
+		// The bridge and the mapped-ports rule are shared by design and outlive containers;
+		// a test's are its own.
 		exec.Command("ip", "link", "delete", "dev", cfg.BridgeName).Run()
+		exec.Command("sh", "-c", fmt.Sprintf(
+			`iptables -w -S CNI-FORWARD 2>/dev/null | grep -F -- '-o %s ' | sed 's/^-A/-D/' | xargs -r -L1 iptables -w`,
+			cfg.BridgeName)).Run()
 	})
 	return &testNet{cfg: cfg, nw: nw, dir: t.TempDir()}
 }
@@ -231,6 +235,17 @@ func TestNetworkLifecycle(t *testing.T) {
 		}
 		if got, err := tn.nw.Lookup(ctx, "handle-a"); err != nil || got.ContainerIP != resA.ContainerIP || len(got.Ports) != 2 || got.Ports[1] != resA.Ports[1] {
 			t.Errorf("Lookup = %+v, %v; want %+v", got, err, resA)
+		}
+	})
+
+	t.Run("forwarded connections to mapped ports are accepted", func(t *testing.T) {
+		out, err := exec.Command("iptables", "-w", "-t", "filter", "-S", "CNI-FORWARD").CombinedOutput()
+		if err != nil {
+			t.Fatalf("iptables -S CNI-FORWARD: %v: %s", err, out)
+		}
+		want := fmt.Sprintf("-A CNI-FORWARD -d %s -o %s -m conntrack --ctstate DNAT", tn.cfg.Subnet, tn.cfg.BridgeName)
+		if n := strings.Count(string(out), want); n != 1 {
+			t.Errorf("CNI-FORWARD has %d rules %q, want 1:\n%s", n, want, out)
 		}
 	})
 
