@@ -42,6 +42,9 @@ func isSyntaxOrEOF(err error) bool {
 	return errors.As(err, &se) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
+// maxEchoedFieldName bounds how much of an unknown field's name an error repeats.
+const maxEchoedFieldName = 128
+
 // decodeError maps an error of json.Decoder.Decode to a *FieldError where it is the input's
 // fault; offset is where the decoder stopped.
 func decodeError(err error, offset int64) error {
@@ -67,6 +70,12 @@ func decodeError(err error, offset int64) error {
 		return err // a programming error of the caller, not of the input
 	}
 	if name, ok := unknownFieldName(err); ok {
+		switch {
+		case name == "":
+			return fieldErr("body", "has a field with an empty name")
+		case len(name) > maxEchoedFieldName:
+			return fieldErr(name[:maxEchoedFieldName]+"...", "unknown field")
+		}
 		return fieldErr(name, "unknown field")
 	}
 	return fmt.Errorf("read request body: %w", err)
