@@ -1,0 +1,454 @@
+package resources
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/trellis-run/trellis/isolation"
+)
+
+// Layout under a DiskQuota's base directory.
+const (
+	imagesDir  = "images"  // <handle>.img: one sparse ext4 image per limited container
+	volumesDir = "volumes" // <handle>/: the image's mount point (a plain directory if unlimited)
+	dataDir    = "data"    // <handle>/data: the directory handed out
+	reserve    = ".reserve"
+)
+
+const (
+	blockSize   = 4096
+	mkfsTimeout = time.Minute
+)
+
+// DiskQuota hands out per-container directories whose writes are limited.
+//
+// Enforcement: each limited directory is its own small ext4 filesystem — a sparse image file
+// under baseDir/images, formatted with mkfs.ext4 and mounted through an autoclear loop device at
+// baseDir/volumes/<handle>. The handed-out directory is <mount>/data; the filesystem is sized a
+// little above the limit and the surplus is held by a root-only preallocated file beside data,
+// so exactly limitBytes (rounded up to 4 KiB, the base directories included) can be written
+// before writes fail with ENOSPC. Usage is the filesystem's used blocks less that reservation.
+// Kernel project quotas (XFS prjquota, what grootfs uses) would need CONFIG_XFS_QUOTA or
+// CONFIG_QUOTA, which kernels like this host's lack; a filesystem per container needs only loop
+// devices and ext4. Images are sparse: they take host disk as data is written, so the host's
+// advertised disk capacity must stay within what the host really has.
+//
+// An unlimited directory (limitBytes 0) is a plain directory under baseDir/volumes; its Usage
+// walks the tree.
+//
+// State lives entirely in baseDir, so a restarted agent's NewDiskQuota finds the mounted volumes
+// again; an image left unmounted (after a host reboot) is mounted again on first use. One
+// DiskQuota (one agent) owns a baseDir at a time. Methods are safe for concurrent use.
+type DiskQuota struct {
+	base string
+	mkfs string
+
+	mu    sync.Mutex
+	locks map[string]*handleLock
+}
+
+type handleLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+// NewDiskQuota prepares baseDir (an absolute path; created if missing) to hold limited
+// directories.
+// Errors: isolation.ErrInvalidSpec (relative path), isolation.ErrUnsupported (not root, no loop
+// device support, or no mkfs.ext4).
+func NewDiskQuota(baseDir string) (*DiskQuota, error) {
+	if !filepath.IsAbs(baseDir) {
+		return nil, fmt.Errorf("%w: disk quota base directory %q is not absolute", isolation.ErrInvalidSpec, baseDir)
+	}
+	baseDir = filepath.Clean(baseDir)
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		return nil, fmt.Errorf("%w: disk quotas need loop devices: %v", isolation.ErrUnsupported, err)
+	}
+	mkfs, err := findTool("mkfs.ext4")
+	if err != nil {
+		return nil, fmt.Errorf("%w: disk quotas need mkfs.ext4 (Debian package e2fsprogs): %v", isolation.ErrUnsupported, err)
+	}
+	for _, d := range []string{baseDir, filepath.Join(baseDir, imagesDir), filepath.Join(baseDir, volumesDir)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("prepare disk quota directory: %w", err)
+		}
+	}
+	return &DiskQuota{base: baseDir, mkfs: mkfs, locks: map[string]*handleLock{}}, nil
+}
+
+// findTool looks a program up in PATH and then in the sbin directories a service's PATH may
+// lack.
+func findTool(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin"} {
+		p := filepath.Join(dir, name)
+		if st, err := os.Stat(p); err == nil && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found in PATH, /usr/sbin or /sbin", name)
+}
+
+func (q *DiskQuota) lock(handle string) func() {
+	q.mu.Lock()
+	l := q.locks[handle]
+	if l == nil {
+		l = &handleLock{}
+		q.locks[handle] = l
+	}
+	l.refs++
+	q.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		q.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(q.locks, handle)
+		}
+		q.mu.Unlock()
+	}
+}
+
+func (q *DiskQuota) paths(handle string) (image, mount, data string) {
+	mount = filepath.Join(q.base, volumesDir, handle)
+	return filepath.Join(q.base, imagesDir, handle+".img"), mount, filepath.Join(mount, dataDir)
+}
+
+// Dir returns a directory for handle whose writes are limited to limitBytes, rounded up to
+// 4 KiB (0 = unlimited), creating it on first use. Asking again for the same handle and limit
+// returns the same directory with its contents.
+// Errors: isolation.ErrInvalidSpec (bad handle), isolation.ErrAlreadyExists (the handle has a
+// directory with a different limit).
+func (q *DiskQuota) Dir(handle string, limitBytes uint64) (string, error) {
+	if err := validName("handle", handle); err != nil {
+		return "", err
+	}
+	defer q.lock(handle)()
+	image, mount, data := q.paths(handle)
+	want := roundUp(limitBytes)
+
+	hasImage, err := exists(image)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case hasImage:
+		if err := q.ensureMounted(image, mount); err != nil {
+			return "", fmt.Errorf("disk for %s: %w", handle, err)
+		}
+		capacity, _, err := volumeUsage(mount)
+		if err != nil {
+			return "", fmt.Errorf("disk for %s: %w", handle, err)
+		}
+		if capacity != want {
+			return "", fmt.Errorf("%w: disk for %s exists with a limit of %d bytes, not %d", isolation.ErrAlreadyExists, handle, capacity, want)
+		}
+		return data, nil
+	case want == 0:
+		if err := os.MkdirAll(data, 0o755); err != nil {
+			return "", fmt.Errorf("disk for %s: %w", handle, err)
+		}
+		return data, nil
+	}
+	if _, err := os.Stat(mount); err == nil {
+		return "", fmt.Errorf("%w: disk for %s exists without a limit", isolation.ErrAlreadyExists, handle)
+	}
+	if err := q.create(image, mount, want); err != nil {
+		if rerr := q.release(image, mount); rerr != nil {
+			slog.Warn("clean up a disk that failed to set up", "handle", handle, "error", rerr)
+		}
+		return "", fmt.Errorf("disk for %s (%d bytes): %w", handle, want, err)
+	}
+	return data, nil
+}
+
+// create makes, formats and mounts the image for a limit of want bytes, then reserves the
+// surplus so that exactly want bytes are free for data.
+func (q *DiskQuota) create(image, mount string, want uint64) error {
+	f, err := os.OpenFile(image, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	// ext4 with 4 KiB blocks and one 256-byte inode per 16 KiB spends about 1/64 of its size on
+	// metadata; a 1/32 margin plus 4 MiB always leaves room for the reservation to trim.
+	size := want + want/32 + 4<<20
+	size = (size + 1<<20 - 1) &^ (1<<20 - 1)
+	err = f.Truncate(int64(size))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("size image: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), mkfsTimeout)
+	defer cancel()
+	// No journal: the volume is scratch space that does not outlive the host's uptime in use.
+	// No resize inode: volumes never grow. -m 0: nothing reserved for root.
+	out, err := exec.CommandContext(ctx, q.mkfs, "-q", "-F", "-T", "default", "-b", "4096", "-m", "0",
+		"-O", "^has_journal,^resize_inode", "-E", "nodiscard", "-L", "trellis", image).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("mkfs.ext4: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	if err := q.ensureMounted(image, mount); err != nil {
+		return err
+	}
+	if err := os.Mkdir(filepath.Join(mount, dataDir), 0o755); err != nil {
+		return err
+	}
+	return reserveSurplus(mount, want)
+}
+
+// reserveSurplus preallocates a root-only file at the volume's root so that the filesystem's
+// capacity less the file is exactly want bytes. ext4 counts the file's extent-tree blocks in its
+// size on disk, so the allocation is trimmed until the sum is right.
+func reserveSurplus(mount string, want uint64) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(mount, &st); err != nil {
+		return err
+	}
+	total := usable(&st)
+	if total < want {
+		return fmt.Errorf("formatted volume holds %d bytes, less than the %d asked for", total, want)
+	}
+	f, err := os.OpenFile(filepath.Join(mount, reserve), os.O_CREATE|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	target := total - want
+	alloc := target
+	for range 4 {
+		if err := f.Truncate(0); err != nil {
+			return err
+		}
+		if alloc > 0 {
+			if err := unix.Fallocate(int(f.Fd()), 0, 0, int64(alloc)); err != nil {
+				return fmt.Errorf("reserve %d bytes: %w", alloc, err)
+			}
+		}
+		held, err := onDisk(f)
+		if err != nil {
+			return err
+		}
+		if held == target {
+			return nil
+		}
+		if held < target {
+			return fmt.Errorf("reserve holds %d bytes, want %d", held, target)
+		}
+		alloc -= min(alloc, held-target)
+	}
+	return fmt.Errorf("reserve could not be sized to %d bytes", target)
+}
+
+// usable is how many bytes of a filesystem files can ever occupy: its blocks less those ext4
+// keeps back for its own metadata (s_resv_clusters, fixed at mount; Bfree counts them, Bavail
+// does not).
+func usable(st *unix.Statfs_t) uint64 {
+	return (st.Blocks - (st.Bfree - st.Bavail)) * uint64(st.Bsize)
+}
+
+func onDisk(f *os.File) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return 0, err
+	}
+	return uint64(st.Blocks) * 512, nil
+}
+
+// volumeUsage reports a mounted volume's capacity for data (limit) and what is used of it.
+func volumeUsage(mount string) (capacity, used uint64, err error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(mount, &st); err != nil {
+		return 0, 0, err
+	}
+	f, err := os.Open(filepath.Join(mount, reserve))
+	if err != nil {
+		return 0, 0, fmt.Errorf("volume %s has no reservation: %w", mount, err)
+	}
+	defer f.Close()
+	held, err := onDisk(f)
+	if err != nil {
+		return 0, 0, err
+	}
+	total, usedAll := usable(&st), (st.Blocks-st.Bfree)*uint64(st.Bsize)
+	if held > total || held > usedAll {
+		return 0, 0, fmt.Errorf("volume %s: reservation %d exceeds its filesystem (%d total, %d used)", mount, held, total, usedAll)
+	}
+	return total - held, usedAll - held, nil
+}
+
+// ensureMounted mounts image at mount unless something is mounted there already.
+func (q *DiskQuota) ensureMounted(image, mount string) error {
+	if err := os.MkdirAll(mount, 0o700); err != nil {
+		return err
+	}
+	if m, err := isMountPoint(mount); err != nil || m {
+		return err
+	}
+	dev, err := attachLoop(image)
+	if err != nil {
+		return err
+	}
+	// Closing dev after mounting leaves the mount as the device's only user; with autoclear the
+	// device is freed when the volume is unmounted (or, if mount fails, right here).
+	defer dev.Close()
+	if err := unix.Mount(dev.Name(), mount, "ext4", unix.MS_NOATIME, "noinit_itable"); err != nil {
+		return fmt.Errorf("mount %s (%s) at %s: %w", image, dev.Name(), mount, err)
+	}
+	return nil
+}
+
+// isMountPoint reports whether dir is the root of a mount: its device differs from its
+// parent's.
+func isMountPoint(dir string) (bool, error) {
+	var st, parent unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return false, err
+	}
+	if err := unix.Lstat(filepath.Dir(dir), &parent); err != nil {
+		return false, err
+	}
+	return st.Dev != parent.Dev, nil
+}
+
+// Usage reports the bytes handle's directory holds: for a limited directory, the blocks its
+// filesystem uses (the few KiB of base directories included), which never exceeds the limit;
+// for an unlimited one, the blocks of every file in it.
+// Errors: isolation.ErrInvalidSpec (bad handle), isolation.ErrNotFound (no directory for handle).
+func (q *DiskQuota) Usage(handle string) (uint64, error) {
+	if err := validName("handle", handle); err != nil {
+		return 0, err
+	}
+	defer q.lock(handle)()
+	image, mount, data := q.paths(handle)
+	hasImage, err := exists(image)
+	if err != nil {
+		return 0, err
+	}
+	if hasImage {
+		if err := q.ensureMounted(image, mount); err != nil {
+			return 0, fmt.Errorf("disk usage of %s: %w", handle, err)
+		}
+		_, used, err := volumeUsage(mount)
+		if err != nil {
+			return 0, fmt.Errorf("disk usage of %s: %w", handle, err)
+		}
+		return used, nil
+	}
+	if _, err := os.Stat(data); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return 0, fmt.Errorf("%w: no disk for %s", isolation.ErrNotFound, handle)
+		}
+		return 0, err
+	}
+	used, err := treeUsage(data)
+	if err != nil {
+		return 0, fmt.Errorf("disk usage of %s: %w", handle, err)
+	}
+	return used, nil
+}
+
+// treeUsage sums the blocks of every file under dir, counting hard-linked files once.
+func treeUsage(dir string) (uint64, error) {
+	var total uint64
+	seen := map[[2]uint64]bool{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // removed while we walked
+			}
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		st, ok := info.Sys().(*syscall.Stat_t)
+		if !ok {
+			return nil
+		}
+		if st.Nlink > 1 && !d.IsDir() {
+			key := [2]uint64{st.Dev, st.Ino}
+			if seen[key] {
+				return nil
+			}
+			seen[key] = true
+		}
+		total += uint64(st.Blocks) * 512
+		return nil
+	})
+	return total, err
+}
+
+// Release removes handle's directory, its contents and its filesystem. Releasing an unknown
+// handle is not an error. A volume still in use (e.g. mounted into a live container's mount
+// namespace) is detached lazily: the kernel frees its loop device when the last user goes.
+// Errors: isolation.ErrInvalidSpec (bad handle).
+func (q *DiskQuota) Release(handle string) error {
+	if err := validName("handle", handle); err != nil {
+		return err
+	}
+	defer q.lock(handle)()
+	image, mount, _ := q.paths(handle)
+	if err := q.release(image, mount); err != nil {
+		return fmt.Errorf("release disk for %s: %w", handle, err)
+	}
+	return nil
+}
+
+func (q *DiskQuota) release(image, mount string) error {
+	if m, err := isMountPoint(mount); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	} else if m {
+		if err := unix.Unmount(mount, 0); err != nil {
+			if !errors.Is(err, unix.EBUSY) {
+				return fmt.Errorf("unmount %s: %w", mount, err)
+			}
+			if err := unix.Unmount(mount, unix.MNT_DETACH); err != nil {
+				return fmt.Errorf("detach %s: %w", mount, err)
+			}
+		}
+		if m, err := isMountPoint(mount); err != nil || m {
+			// Never remove files through a mount we meant to be gone.
+			return fmt.Errorf("%w: %s is still a mount point after unmounting (%v)", ErrBusy, mount, err)
+		}
+	}
+	if err := os.RemoveAll(mount); err != nil {
+		return err
+	}
+	if err := os.Remove(image); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+func roundUp(n uint64) uint64 { return (n + blockSize - 1) &^ (blockSize - 1) }
+
+func exists(path string) (bool, error) {
+	_, err := os.Stat(path)
+	if err == nil {
+		return true, nil
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	return false, err
+}
