@@ -159,6 +159,9 @@ func FuzzParseRootFS(f *testing.F) {
 				t.Fatalf("preloaded %q parsed to stack %q", uri, rest)
 			}
 		}
+		if got, ok := RequiredRootFSProvider(uri); !ok || got != provider {
+			t.Fatalf("RequiredRootFSProvider(%q) = %q, %v; want %q", uri, got, ok, provider)
+		}
 		if err := ValidateRootFSProvider("p", provider); err != nil {
 			t.Fatalf("provider %q of %q does not validate: %v", provider, uri, err)
 		}

@@ -75,18 +75,30 @@ func RootFSStack(uri string) (string, bool) {
 	return stack, true
 }
 
-// RootFSProvidedBy reports whether a cell announcing providers can run a rootfs: a
-// "preloaded:<stack>" rootfs needs a provider equal to it; any other scheme needs a provider
-// that is that bare scheme ("docker"). It does not re-validate rootfs; callers pass records
-// that passed Validate. This is the auctioneer's rootfs filter.
-func RootFSProvidedBy(rootfs string, providers []string) bool {
+// RequiredRootFSProvider returns the entry a cell must list in its rootfs_providers to run
+// rootfs: the URI itself for "preloaded:<stack>", the bare scheme ("docker", "oci") for any
+// other scheme. It reports false for a URI without a scheme or a preloaded URI without a
+// stack. It does not re-validate the rest of rootfs; callers pass records that passed
+// Validate. The auctioneer can use it to index cells by provider once per batch.
+func RequiredRootFSProvider(rootfs string) (string, bool) {
 	scheme := RootFSScheme(rootfs)
-	if scheme == "" {
-		return false
+	switch {
+	case scheme == "":
+		return "", false
+	case scheme == RootFSSchemePreloaded:
+		return rootfs, len(rootfs) > len(RootFSSchemePreloaded)+1
+	default:
+		return scheme, true
 	}
-	want := scheme
-	if scheme == RootFSSchemePreloaded {
-		want = rootfs
+}
+
+// RootFSProvidedBy reports whether a cell announcing providers can run rootfs (the
+// auctioneer's rootfs filter): a "preloaded:<stack>" rootfs needs a provider equal to it; any
+// other scheme needs that bare scheme ("docker"). See RequiredRootFSProvider.
+func RootFSProvidedBy(rootfs string, providers []string) bool {
+	want, ok := RequiredRootFSProvider(rootfs)
+	if !ok {
+		return false
 	}
 	for _, p := range providers {
 		if p == want {

@@ -117,6 +117,28 @@ func TestRootFSHelpers(t *testing.T) {
 	}
 }
 
+func TestRequiredRootFSProvider(t *testing.T) {
+	tests := []struct {
+		rootfs string
+		want   string
+		ok     bool
+	}{
+		{"preloaded:cflinuxfs4", "preloaded:cflinuxfs4", true},
+		{"docker:///busybox", "docker", true},
+		{"oci://r.io/a", "oci", true},
+		{"preloaded:", "", false},
+		{"busybox", "", false},
+		{":x", "", false},
+		{"", "", false},
+	}
+	for _, tt := range tests {
+		got, ok := RequiredRootFSProvider(tt.rootfs)
+		if ok != tt.ok || ok && got != tt.want {
+			t.Errorf("RequiredRootFSProvider(%q) = %q, %v; want %q, %v", tt.rootfs, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
 // The auctioneer's rootfs filter: a preloaded stack needs that exact provider; another scheme
 // needs the bare scheme.
 func TestRootFSProvidedBy(t *testing.T) {
@@ -141,6 +163,7 @@ func TestRootFSProvidedBy(t *testing.T) {
 		{"docker:///busybox", []string{"docker:///busybox"}, false},
 		{"docker:///busybox", nil, false},
 		{"busybox", []string{"busybox", "docker"}, false},
+		{"preloaded:", []string{"preloaded:", "preloaded"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.rootfs+" on "+strings.Join(tt.providers, ","), func(t *testing.T) {
