@@ -2,15 +2,6 @@ package models
 
 import "fmt"
 
-// actualLRPStates lists the ActualLRP states in lifecycle order.
-var actualLRPStates = []string{ActualLRPStateUnclaimed, ActualLRPStateClaimed, ActualLRPStateRunning, ActualLRPStateCrashed}
-
-// taskStates lists the task states in lifecycle order.
-var taskStates = []string{TaskStatePending, TaskStateRunning, TaskStateCompleted, TaskStateResolving}
-
-// presences lists the ActualLRP presences.
-var presences = []string{PresenceOrdinary, PresenceEvacuating, PresenceSuspect}
-
 func isActualLRPState(s string) bool {
 	switch s {
 	case ActualLRPStateUnclaimed, ActualLRPStateClaimed, ActualLRPStateRunning, ActualLRPStateCrashed:

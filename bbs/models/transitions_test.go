@@ -7,6 +7,12 @@ import (
 	"testing"
 )
 
+// The states, enumerated here rather than taken from the code under test.
+var (
+	actualLRPStates = []string{ActualLRPStateUnclaimed, ActualLRPStateClaimed, ActualLRPStateRunning, ActualLRPStateCrashed}
+	taskStates      = []string{TaskStatePending, TaskStateRunning, TaskStateCompleted, TaskStateResolving}
+)
+
 // actualLRPMachine is DESIGN §1 written out independently of transitions.go: "any" = allowed
 // for any instance, "same" = only for the instance holding the record, "never" = refused.
 var actualLRPMachine = map[string]map[string]string{
