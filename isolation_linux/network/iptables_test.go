@@ -109,3 +109,43 @@ func TestCheckPortMappings(t *testing.T) {
 		})
 	}
 }
+
+// FuzzNATSweepScript checks, for any iptables-save text, that the sweep deletes only rules
+// carrying the container's marker or jumping to a chain it removes, and never a shared chain.
+func FuzzNATSweepScript(f *testing.F) {
+	f.Add([]byte(natSave), "c1")
+	f.Add([]byte(natSave), "c2")
+	f.Add([]byte(":CNI-HOSTPORT-DNAT - [0:0]\n-A X -m comment --comment \"name: \\\"trellis\\\" id: \\\"c1\\\"\" -j CNI-HOSTPORT-DNAT\n"), "c1")
+	f.Fuzz(func(t *testing.T, save []byte, cid string) {
+		script, n := natSweepScript(save, "trellis", cid)
+		if n == 0 {
+			if script != nil {
+				t.Fatalf("n = 0 with a script:\n%s", script)
+			}
+			return
+		}
+		marker := `name: \"trellis\" id: \"` + cid + `\"`
+		removed := map[string]bool{}
+		lines := strings.Split(strings.TrimSuffix(string(script), "\n"), "\n")
+		for _, l := range lines {
+			if c, ok := strings.CutPrefix(l, "-X "); ok {
+				if !perContainerChain(c) {
+					t.Fatalf("script removes shared chain %q", c)
+				}
+				removed[c] = true
+			}
+		}
+		for _, l := range lines[1 : len(lines)-1] {
+			spec, ok := strings.CutPrefix(l, "-D ")
+			if !ok {
+				continue
+			}
+			if !strings.Contains(spec, marker) && !removed[jumpTarget(spec)] {
+				t.Fatalf("script deletes an unrelated rule %q", l)
+			}
+			if !strings.Contains(string(save), "-A "+spec) {
+				t.Fatalf("script deletes a rule not in the input: %q", l)
+			}
+		}
+	})
+}
