@@ -1,6 +1,6 @@
 // Package network gives Linux containers their own network: an address on a host bridge with
 // outbound NAT, and host ports mapped to container ports. It drives the standard CNI plugins
-// (bridge + host-local IPAM + portmap + loopback, as Debian's containernetworking-plugins
+// (bridge + host-local IPAM + portmap + firewall + loopback, as Debian's containernetworking-plugins
 // ships them in /usr/lib/cni) through libcni, so the kernel plumbing is the same one
 // Kubernetes, containerd and Nomad use.
 //
