@@ -1,8 +1,8 @@
 // Package network gives Linux containers their own network: an address on a host bridge with
 // outbound NAT, and host ports mapped to container ports. It drives the standard CNI plugins
-// (bridge + host-local IPAM + portmap + firewall + loopback, as Debian's containernetworking-plugins
-// ships them in /usr/lib/cni) through libcni, so the kernel plumbing is the same one
-// Kubernetes, containerd and Nomad use.
+// (bridge + host-local IPAM + portmap + firewall + loopback, as Debian's
+// containernetworking-plugins ships them in /usr/lib/cni) through libcni, so the kernel
+// plumbing is the same one Kubernetes, containerd and Nomad use.
 //
 // A Network owns one state directory. In it live the IP leases (host-local's data directory),
 // libcni's cached results (so a container can be torn down after its network namespace is
