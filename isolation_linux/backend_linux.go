@@ -1,0 +1,681 @@
+package isolationlinux
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/trellis-run/trellis/isolation"
+	"github.com/trellis-run/trellis/isolation_linux/network"
+	"github.com/trellis-run/trellis/isolation_linux/resources"
+)
+
+// Files and directories in a container's state dir, <StateDir>/<handle>/.
+const (
+	fileConfig    = "config.json" // the OCI runtime-spec document; immutable
+	fileState     = "state.json"  // containerRecord; rewritten atomically
+	fileSocket    = "init.sock"   // the init's seqpacket socket
+	fileInitLog   = "init.log"    // the init's own log (stderr)
+	fileNetNS     = "netns"       // bind mount of the init's network namespace
+	dirRootfs     = "rootfs"      // the overlay mount point (empty on the host)
+	dirProcesses  = "processes"   // processes/<id>/{stdout,stderr,exit}
+	fileStdout    = "stdout"
+	fileStderr    = "stderr"
+	fileExit      = "exit"
+	initExtraFile = 7 // the sealed init binary's descriptor number in the child
+)
+
+// Backend is the Linux isolation backend. It keeps no state that matters in memory: every
+// container lives in its state dir and its init, so a new Backend over the same Config finds
+// them all. Its methods are safe for concurrent use.
+type Backend struct {
+	cfg    Config
+	log    *slog.Logger
+	init   *os.File // sealed copy of the init binary
+	layers *layerCache
+	disk   *diskDirs
+	net    *network.Network
+	netErr error // why bridge networking is unavailable, when net is nil
+
+	mu       sync.Mutex
+	creating map[string]bool
+}
+
+var _ isolation.Backend = (*Backend)(nil)
+
+// New checks cfg, prepares the state, layer and disk directories and seals a copy of the init
+// binary. Bridge networking that cannot be set up (e.g. missing CNI plugins) is not fatal:
+// Create then refuses bridge containers with isolation.ErrUnsupported, saying why.
+// Errors: isolation.ErrInvalidSpec (cfg), or why a directory or the init binary is unusable.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Backend, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	for _, d := range []string{cfg.StateDir, cfg.DiskDir} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, fmt.Errorf("isolation_linux: %w", err)
+		}
+	}
+	for _, d := range []string{cfg.StateDir, cfg.LayerCacheDir, cfg.DiskDir} {
+		if err := checkTraversable(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+	}
+	layers, err := newLayerCache(cfg.LayerCacheDir, cfg.Stacks)
+	if err != nil {
+		return nil, err
+	}
+	disk, err := newDiskDirs(cfg.DiskDir)
+	if err != nil {
+		return nil, err
+	}
+	initPath := cfg.InitBinary
+	if initPath == "" {
+		if initPath, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("isolation_linux: finding the init binary: %w", err)
+		}
+	}
+	sealed, err := sealedInit(initPath)
+	if err != nil {
+		return nil, err
+	}
+	b := &Backend{
+		cfg:      cfg,
+		log:      logger,
+		init:     sealed,
+		layers:   layers,
+		disk:     disk,
+		creating: map[string]bool{},
+	}
+	netCfg := cfg.Network
+	if netCfg.Logger == nil {
+		netCfg.Logger = logger
+	}
+	if b.net, err = network.New(netCfg); err != nil {
+		b.netErr = err
+		logger.WarnContext(ctx, "bridge networking unavailable; only Network none containers can be created", "err", err)
+	}
+	return b, nil
+}
+
+// checkTraversable refuses a directory whose parents an unprivileged container's root (a
+// host uid with no other rights) cannot search: its init mounts the overlay by path.
+func checkTraversable(dir string) error {
+	for d := dir; ; d = filepath.Dir(d) {
+		st, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("%w: %s is not searchable by others (mode %v); unprivileged containers need o+x on %s and its parents", isolation.ErrInvalidSpec, d, st.Mode().Perm(), dir)
+		}
+		if d == "/" {
+			return nil
+		}
+	}
+}
+
+// Close releases the sealed init binary. Containers keep running.
+func (b *Backend) Close() error { return b.init.Close() }
+
+// Ping checks that the state dir is usable.
+func (b *Backend) Ping(ctx context.Context) error {
+	f, err := os.CreateTemp(b.cfg.StateDir, ".ping-")
+	if err != nil {
+		return fmt.Errorf("isolation_linux: state dir %s is not writable: %w", b.cfg.StateDir, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+// Capacity reports the host's memory, the disk free under DiskDir and MaxContainers.
+func (b *Backend) Capacity(ctx context.Context) (isolation.Capacity, error) {
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil {
+		return isolation.Capacity{}, fmt.Errorf("isolation_linux: sysinfo: %w", err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(b.cfg.DiskDir, &st); err != nil {
+		return isolation.Capacity{}, fmt.Errorf("isolation_linux: statfs %s: %w", b.cfg.DiskDir, err)
+	}
+	return isolation.Capacity{
+		MemoryBytes:   uint64(si.Totalram) * uint64(si.Unit),
+		DiskBytes:     st.Blocks * uint64(st.Bsize),
+		MaxContainers: b.cfg.MaxContainers,
+	}, nil
+}
+
+// containerRecord is state.json: what the backend must remember about a container beyond
+// config.json, for a backend started later.
+type containerRecord struct {
+	Handle      string                  `json:"handle"`
+	CreatedAt   time.Time               `json:"created_at"`
+	InitPid     int                     `json:"init_pid"`
+	InitStart   uint64                  `json:"init_start"` // /proc/<pid>/stat starttime
+	Privileged  bool                    `json:"privileged"`
+	Network     isolation.NetworkMode   `json:"network"`
+	Limits      isolation.Limits        `json:"limits"`
+	Properties  isolation.Properties    `json:"properties,omitempty"`
+	HostIP      string                  `json:"host_ip,omitempty"`
+	ContainerIP string                  `json:"container_ip,omitempty"`
+	MappedPorts []isolation.PortMapping `json:"mapped_ports,omitempty"`
+	Stopped     bool                    `json:"stopped,omitempty"`
+}
+
+func (b *Backend) dir(handle string) string { return filepath.Join(b.cfg.StateDir, handle) }
+
+// rootUID is the host uid of the container's root.
+func (b *Backend) rootUID(privileged bool) int {
+	if privileged {
+		return 0
+	}
+	return int(b.cfg.UIDMapStart)
+}
+
+// Create makes the container: state dir, cgroup, overlay directories, network namespace and
+// init, then networking. A failure at any step undoes the steps before it.
+func (b *Backend) Create(ctx context.Context, cs isolation.ContainerSpec) (_ isolation.Container, retErr error) {
+	if err := ValidateContainerSpec(cs); err != nil {
+		return nil, err
+	}
+	stack, _ := parseRootFS(cs.RootFS)
+	if cs.Network != isolation.NetworkNone && b.net == nil {
+		return nil, fmt.Errorf("%w: bridge networking is unavailable on this host (use Network none): %v", isolation.ErrUnsupported, b.netErr)
+	}
+	if n, err := b.count(); err == nil && uint64(n) >= b.cfg.MaxContainers {
+		return nil, fmt.Errorf("%w: containers: %d of %d in use", isolation.ErrInsufficientResources, n, b.cfg.MaxContainers)
+	}
+	if !b.claim(cs.Handle) {
+		return nil, fmt.Errorf("%w: container %q is being created", isolation.ErrAlreadyExists, cs.Handle)
+	}
+	defer b.release(cs.Handle)
+	dir := b.dir(cs.Handle)
+	if err := os.Mkdir(dir, 0o711); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("%w: container %q", isolation.ErrAlreadyExists, cs.Handle)
+		}
+		return nil, fmt.Errorf("isolation_linux: create %q: %w", cs.Handle, err)
+	}
+	defer func() {
+		if retErr != nil {
+			if err := b.destroy(context.WithoutCancel(ctx), cs.Handle); err != nil {
+				b.log.Error("undoing a failed create", "handle", cs.Handle, "err", err)
+			}
+		}
+	}()
+	c, err := b.create(ctx, cs, stack, dir)
+	if err != nil {
+		return nil, fmt.Errorf("isolation_linux: create %q: %w", cs.Handle, err)
+	}
+	return c, nil
+}
+
+func (b *Backend) claim(handle string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.creating[handle] {
+		return false
+	}
+	b.creating[handle] = true
+	return true
+}
+
+func (b *Backend) release(handle string) {
+	b.mu.Lock()
+	delete(b.creating, handle)
+	b.mu.Unlock()
+}
+
+func (b *Backend) create(ctx context.Context, cs isolation.ContainerSpec, stack, dir string) (*container, error) {
+	rootUID := b.rootUID(cs.Privileged)
+	lower, err := b.layers.get(stack, uint32(rootUID))
+	if err != nil {
+		return nil, err
+	}
+	diskDir, err := b.disk.dir(cs.Handle, cs.Limits.DiskBytes)
+	if err != nil {
+		return nil, err
+	}
+	upper, work := filepath.Join(diskDir, "upper"), filepath.Join(diskDir, "work")
+	for _, d := range []string{upper, work} {
+		if err := mkdirOwned(d, 0o755, rootUID); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.Mkdir(filepath.Join(dir, dirRootfs), 0o755); err != nil {
+		return nil, err
+	}
+	if err := mkdirOwned(filepath.Join(dir, dirProcesses), 0o700, rootUID); err != nil {
+		return nil, err
+	}
+	cgroup, err := resources.New(b.cfg.CgroupParent, cs.Handle, cs.Limits)
+	if err != nil {
+		return nil, err
+	}
+	spec, err := BuildSpec(cs, SpecOptions{
+		RootfsPath:  filepath.Join(dir, dirRootfs),
+		LowerDir:    lower,
+		UpperDir:    upper,
+		WorkDir:     work,
+		UIDMapStart: b.cfg.UIDMapStart,
+		UIDMapSize:  b.cfg.UIDMapSize,
+		CgroupsPath: cgroup.Path(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := writeJSON(filepath.Join(dir, fileConfig), spec); err != nil {
+		return nil, err
+	}
+	rec := containerRecord{
+		Handle:     cs.Handle,
+		CreatedAt:  time.Now().UTC(),
+		Privileged: cs.Privileged,
+		Network:    cs.Network,
+		Limits:     cs.Limits,
+		Properties: copyProperties(cs.Properties),
+	}
+	if err := b.startInit(ctx, dir, &rec, cgroup); err != nil {
+		return nil, err
+	}
+	if cs.Network != isolation.NetworkNone {
+		res, err := b.net.Setup(ctx, cs.Handle, filepath.Join(dir, fileNetNS), cs.NetIn)
+		if err != nil {
+			return nil, err
+		}
+		rec.HostIP, rec.ContainerIP, rec.MappedPorts = res.HostIP, res.ContainerIP, res.Ports
+		if err := writeJSON(filepath.Join(dir, fileState), &rec); err != nil {
+			return nil, err
+		}
+	}
+	return &container{b: b, handle: cs.Handle, dir: dir, privileged: cs.Privileged}, nil
+}
+
+// startInit starts the container's init in new namespaces from the sealed binary, moves it into
+// the cgroup, pins its network namespace and waits for it to report ready.
+func (b *Backend) startInit(ctx context.Context, dir string, rec *containerRecord, cgroup *resources.Cgroup) error {
+	sockPath := filepath.Join(dir, fileSocket)
+	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sockPath, Net: "unixpacket"})
+	if err != nil {
+		return fmt.Errorf("init socket: %w", err)
+	}
+	l.SetUnlinkOnClose(false)
+	lf, err := l.File()
+	l.Close()
+	if err != nil {
+		return fmt.Errorf("init socket: %w", err)
+	}
+	defer lf.Close()
+	if err := os.Chmod(sockPath, 0o600); err != nil {
+		return err
+	}
+	cfgFile, err := os.Open(filepath.Join(dir, fileConfig))
+	if err != nil {
+		return err
+	}
+	defer cfgFile.Close()
+	procDir, err := os.Open(filepath.Join(dir, dirProcesses))
+	if err != nil {
+		return err
+	}
+	defer procDir.Close()
+	logFile, err := os.OpenFile(filepath.Join(dir, fileInitLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	syncR, syncW, err := os.Pipe()
+	if err != nil {
+		logFile.Close()
+		return err
+	}
+	defer syncR.Close()
+
+	flags := uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET)
+	attr := &syscall.SysProcAttr{Setsid: true}
+	if !rec.Privileged {
+		flags |= unix.CLONE_NEWUSER
+		m := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(b.cfg.UIDMapStart), Size: int(b.cfg.UIDMapSize)}}
+		attr.UidMappings, attr.GidMappings = m, m
+		attr.GidMappingsEnableSetgroups = true
+		attr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
+	}
+	attr.Cloneflags = flags
+	cmd := &exec.Cmd{
+		Path:   "/proc/self/fd/" + strconv.Itoa(initExtraFile),
+		Args:   []string{initArgv0, rec.Handle},
+		Env:    []string{},
+		Dir:    "/",
+		Stdout: logFile,
+		Stderr: logFile,
+		// Positions 3.. in the child: sync, listener, config, processes, then the sealed
+		// binary at initExtraFile (7), which the child executes by that number.
+		ExtraFiles:  []*os.File{syncW, lf, cfgFile, procDir, b.init},
+		SysProcAttr: attr,
+	}
+	if 3+len(cmd.ExtraFiles)-1 != initExtraFile {
+		panic("isolation_linux: init descriptor layout out of sync")
+	}
+	err = cmd.Start()
+	syncW.Close()
+	if err != nil {
+		logFile.Close()
+		return fmt.Errorf("%w: starting init: %v", ErrInit, err)
+	}
+	// Reap the init when it ends (after Destroy); a later backend is not its parent and the
+	// host's init reaps it then.
+	go func() {
+		_ = cmd.Wait()
+		logFile.Close()
+	}()
+	pid := cmd.Process.Pid
+	rec.InitPid = pid
+	if rec.InitStart, err = processStartTime(pid); err != nil {
+		return fmt.Errorf("%w: reading init start time: %v", ErrInit, err)
+	}
+	if err := writeJSON(filepath.Join(dir, fileState), rec); err != nil {
+		_ = cmd.Process.Kill()
+		return err
+	}
+	if err := cgroup.AddProc(pid); err != nil {
+		return fmt.Errorf("moving init into its cgroup: %w", err)
+	}
+	if err := bindNetNS(pid, filepath.Join(dir, fileNetNS)); err != nil {
+		return err
+	}
+	return waitReady(ctx, syncR, b.cfg.StartTimeout, filepath.Join(dir, fileInitLog))
+}
+
+// waitReady reads the init's one-line report.
+func waitReady(ctx context.Context, r *os.File, timeout time.Duration, logPath string) error {
+	type result struct {
+		msg syncMessage
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		line, err := bufio.NewReader(r).ReadBytes('\n')
+		var m syncMessage
+		if err == nil {
+			err = json.Unmarshal(line, &m)
+		}
+		ch <- result{m, err}
+	}()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case res := <-ch:
+		if res.err != nil {
+			return fmt.Errorf("%w: init exited before reporting ready (%v); see %s", ErrInit, res.err, logPath)
+		}
+		if !res.msg.Ready {
+			return fmt.Errorf("%w: init setup failed: %s", ErrInit, res.msg.Error)
+		}
+		return nil
+	case <-timer.C:
+		return fmt.Errorf("%w: init not ready after %v; see %s", ErrInit, timeout, logPath)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// bindNetNS keeps the init's network namespace reachable at path, so networking can be torn
+// down after the init is gone.
+func bindNetNS(pid int, path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o400)
+	if err != nil {
+		return fmt.Errorf("netns file: %w", err)
+	}
+	f.Close()
+	if err := unix.Mount(fmt.Sprintf("/proc/%d/ns/net", pid), path, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("pinning network namespace: %w", err)
+	}
+	return nil
+}
+
+// unbindNetNS undoes bindNetNS; a missing file or mount is not an error.
+func unbindNetNS(path string) error {
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmounting %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// processStartTime is field 22 of /proc/<pid>/stat, which tells a pid's reuse apart.
+func processStartTime(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state); starttime is field 22.
+	if len(f) < 20 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	if f[0] == "Z" || f[0] == "X" {
+		return 0, fmt.Errorf("process %d has exited", pid)
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+func mkdirOwned(path string, mode os.FileMode, uid int) error {
+	if err := os.Mkdir(path, mode); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		return err
+	}
+	return os.Lchown(path, uid, uid)
+}
+
+// writeJSON replaces path atomically.
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func copyProperties(p isolation.Properties) isolation.Properties {
+	out := make(isolation.Properties, len(p))
+	for k, v := range p {
+		out[k] = v
+	}
+	return out
+}
+
+func (b *Backend) count() (int, error) {
+	entries, err := os.ReadDir(b.cfg.StateDir)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range entries {
+		if e.IsDir() && handlePattern.MatchString(e.Name()) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// Lookup finds a container by handle, including one created by an earlier Backend.
+// Errors: isolation.ErrNotFound.
+func (b *Backend) Lookup(ctx context.Context, handle string) (isolation.Container, error) {
+	c, err := b.load(handle)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (b *Backend) load(handle string) (*container, error) {
+	if !handlePattern.MatchString(handle) || handle == "." || handle == ".." {
+		return nil, fmt.Errorf("%w: container %q", isolation.ErrNotFound, handle)
+	}
+	dir := b.dir(handle)
+	rec, err := readRecord(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: container %q", isolation.ErrNotFound, handle)
+	}
+	if rec.InitStart == 0 {
+		// Still being created (or a create that died half-way, which Destroy cleans up).
+		return nil, fmt.Errorf("%w: container %q is not created yet", isolation.ErrNotFound, handle)
+	}
+	return &container{b: b, handle: handle, dir: dir, privileged: rec.Privileged}, nil
+}
+
+func readRecord(dir string) (containerRecord, error) {
+	var rec containerRecord
+	b, err := os.ReadFile(filepath.Join(dir, fileState))
+	if err != nil {
+		return rec, err
+	}
+	err = json.Unmarshal(b, &rec)
+	return rec, err
+}
+
+// List returns the containers whose properties include every pair of filter.
+func (b *Backend) List(ctx context.Context, filter isolation.Properties) ([]isolation.Container, error) {
+	entries, err := os.ReadDir(b.cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("isolation_linux: listing %s: %w", b.cfg.StateDir, err)
+	}
+	var out []isolation.Container
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		dir := b.dir(e.Name())
+		rec, err := readRecord(dir)
+		if err != nil || rec.InitStart == 0 {
+			continue
+		}
+		match := true
+		for k, v := range filter {
+			if got, ok := rec.Properties[k]; !ok || got != v {
+				match = false
+				break
+			}
+		}
+		if match {
+			out = append(out, &container{b: b, handle: rec.Handle, dir: dir, privileged: rec.Privileged})
+		}
+	}
+	return out, nil
+}
+
+// BulkMetrics returns the metrics of the named containers; unknown handles are left out.
+func (b *Backend) BulkMetrics(ctx context.Context, handles []string) (map[string]isolation.Metrics, error) {
+	out := make(map[string]isolation.Metrics, len(handles))
+	for _, h := range handles {
+		c, err := b.load(h)
+		if err != nil {
+			continue
+		}
+		m, err := c.Metrics(ctx)
+		if err != nil {
+			if isolation.IsNotFound(err) {
+				continue
+			}
+			return nil, err
+		}
+		out[h] = m
+	}
+	return out, nil
+}
+
+// Destroy kills every process of the container and removes its cgroup, network, disk
+// directory and state dir. Destroying an unknown handle returns nil; so does destroying the
+// remains of a create that failed half-way.
+func (b *Backend) Destroy(ctx context.Context, handle string) error {
+	if !handlePattern.MatchString(handle) || handle == "." || handle == ".." {
+		return nil
+	}
+	if err := b.destroy(ctx, handle); err != nil {
+		return fmt.Errorf("isolation_linux: destroy %q: %w", handle, err)
+	}
+	return nil
+}
+
+func (b *Backend) destroy(ctx context.Context, handle string) error {
+	dir := b.dir(handle)
+	rec, recErr := readRecord(dir)
+	var errs []error
+	// Killing the pid namespace's init makes the kernel kill every process in it, and its
+	// mount namespace (the overlay and everything mounted in it) goes with the last of them.
+	if recErr == nil && rec.InitPid > 0 {
+		if st, err := processStartTime(rec.InitPid); err == nil && st == rec.InitStart {
+			_ = unix.Kill(rec.InitPid, unix.SIGKILL)
+		}
+	}
+	if cg, err := resources.Load(b.cfg.CgroupParent, handle); err == nil {
+		if err := cg.Kill(); err != nil {
+			errs = append(errs, err)
+		} else if err := cg.Delete(); err != nil {
+			errs = append(errs, err)
+		}
+	} else if !isolation.IsNotFound(err) {
+		errs = append(errs, err)
+	}
+	if recErr == nil && rec.InitPid > 0 {
+		waitGone(rec.InitPid, rec.InitStart, 5*time.Second)
+	}
+	netns := filepath.Join(dir, fileNetNS)
+	if b.net != nil && (recErr != nil || rec.Network != isolation.NetworkNone) {
+		if err := b.net.Teardown(ctx, handle, netns); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := unbindNetNS(netns); err != nil {
+		errs = append(errs, err)
+	}
+	if err := b.disk.release(handle); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// waitGone waits, bounded, until pid (with that start time) no longer runs.
+func waitGone(pid int, start uint64, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for wait := 100 * time.Microsecond; time.Now().Before(deadline); wait = min(2*wait, 20*time.Millisecond) {
+		if st, err := processStartTime(pid); err != nil || st != start {
+			return
+		}
+		time.Sleep(wait)
+	}
+}

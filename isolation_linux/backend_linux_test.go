@@ -1,0 +1,36 @@
+package isolationlinux
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestNamespacesAndRootfs(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, testConfig(t))
+	c := createContainer(t, b, nil)
+	tests := []struct {
+		name, script, want string
+	}{
+		{"pid 1 is the init", `tr '\0' ' ' </proc/1/cmdline`, initArgv0 + " " + c.Handle() + " "},
+		{"host processes are invisible", `n=$(ls -d /proc/[0-9]* | wc -l); [ "$n" -le 5 ] && echo few || echo "$n"`, "few\n"}, // init, sh, ls, wc
+		{"hostname is the handle", `hostname`, c.Handle() + "\n"},
+		{"root is the stack", `test -x /bin/busybox && test ! -e /etc/debian_version && echo ok`, "ok\n"},
+		{"root maps to root", `id -u`, "0\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := sh(t, c, "", tt.script)
+			if r.code != 0 || r.stdout != tt.want {
+				t.Fatalf("%s: exit %d, stdout %q (want %q), stderr %q", tt.script, r.code, r.stdout, tt.want, r.stderr)
+			}
+		})
+	}
+	if _, err := os.Stat("/proc/self"); err != nil {
+		t.Fatal(err)
+	}
+	_ = strings.TrimSpace
+	_ = context.Background
+}

@@ -1,0 +1,30 @@
+//go:build !linux
+
+package isolationlinux
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/trellis-run/trellis/isolation"
+)
+
+// Backend is the Linux isolation backend; on other systems New always fails.
+type Backend struct{ isolation.Backend }
+
+// New fails: the backend needs Linux namespaces and cgroups.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Backend, error) {
+	return nil, fmt.Errorf("isolation_linux: %w: needs Linux", isolation.ErrUnsupported)
+}
+
+// Close does nothing.
+func (b *Backend) Close() error { return nil }
+
+// MaybeRunInit returns at once: containers' inits exist only on Linux.
+func MaybeRunInit() {}
+
+// BuildBusyboxStack fails: busybox stacks are made for Linux containers on Linux.
+func BuildBusyboxStack(dir, busybox string) error {
+	return fmt.Errorf("isolation_linux: %w: needs Linux", isolation.ErrUnsupported)
+}

@@ -1,0 +1,609 @@
+package isolationlinux
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/trellis-run/trellis/isolation"
+)
+
+// initArgv0 is the argv[0] under which the backend re-executes its binary as a container's
+// init; MaybeRunInit recognises it.
+const initArgv0 = "trellis-container-init"
+
+// File descriptors the backend hands to the init (exec.Cmd.ExtraFiles order).
+const (
+	initFdSync      = 3 // write end of a pipe: one JSON line, "ready" or the setup error
+	initFdListener  = 4 // the listening seqpacket socket <state>/init.sock
+	initFdConfig    = 5 // config.json, read-only
+	initFdProcesses = 6 // <state>/processes, where the init records exit codes
+)
+
+// MaybeRunInit runs the container init and exits if this process was started as one;
+// otherwise it returns at once. Call it first in main (and in TestMain of packages whose
+// tests create containers), before anything else starts goroutines or reads flags.
+func MaybeRunInit() {
+	if len(os.Args) == 0 || os.Args[0] != initArgv0 {
+		return
+	}
+	os.Exit(runInit())
+}
+
+type syncMessage struct {
+	Ready bool   `json:"ready,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+func runInit() int {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("handle", argOr(1, "?"))
+	// Every inherited descriptor is close-on-exec from here on; the ones the init keeps are
+	// used by number, and none reaches a container process.
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		log.Error("close_range", "err", err)
+		return 1
+	}
+	syncPipe := os.NewFile(initFdSync, "sync")
+	fail := func(err error) int {
+		log.Error("container init failed", "err", err)
+		b, _ := json.Marshal(syncMessage{Error: err.Error()})
+		_, _ = syncPipe.Write(append(b, '\n'))
+		return 1
+	}
+	// Not dumpable: container processes, which run as the same uid, cannot open the init's
+	// /proc entries (its descriptors lead to the host's state dir).
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fail(fmt.Errorf("prctl(PR_SET_DUMPABLE): %w", err))
+	}
+	cfgFile := os.NewFile(initFdConfig, "config.json")
+	var spec specs.Spec
+	if err := json.NewDecoder(cfgFile).Decode(&spec); err != nil {
+		return fail(fmt.Errorf("reading config.json: %w", err))
+	}
+	cfgFile.Close()
+	if spec.Linux == nil || spec.Process == nil || spec.Root == nil {
+		return fail(errors.New("config.json lacks linux, process or root"))
+	}
+	var filter []unix.SockFilter
+	if spec.Linux.Seccomp != nil {
+		var err error
+		if filter, err = compileSeccomp(spec.Linux.Seccomp); err != nil {
+			return fail(err)
+		}
+	}
+	if err := setupRootfs(&spec); err != nil {
+		return fail(err)
+	}
+	s := &initServer{
+		log:      log,
+		spec:     &spec,
+		procDir:  initFdProcesses,
+		byPid:    map[int]*initProc{},
+		byID:     map[string]*initProc{},
+		spawnReq: make(chan spawnRequest),
+	}
+	// SIGCHLD feeds the reaper. Signals a container process may send to its pid 1 are caught
+	// and dropped: the init keeps handlers for them, so the kernel's pid-1 protection does
+	// not apply, and the Go runtime's default for them would end the container.
+	sigchld := make(chan os.Signal, 1)
+	signal.Notify(sigchld, unix.SIGCHLD)
+	ignored := make(chan os.Signal, 16)
+	signal.Notify(ignored, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGPIPE, unix.SIGALRM)
+	go func() {
+		for range ignored {
+		}
+	}()
+	go s.reap(sigchld)
+
+	hardened := make(chan error, 1)
+	go s.spawner(filter, hardened)
+	if err := <-hardened; err != nil {
+		return fail(err)
+	}
+
+	lf := os.NewFile(initFdListener, "init.sock")
+	l, err := net.FileListener(lf)
+	if err != nil {
+		return fail(fmt.Errorf("init socket: %w", err))
+	}
+	lf.Close()
+	b, _ := json.Marshal(syncMessage{Ready: true})
+	if _, err := syncPipe.Write(append(b, '\n')); err != nil {
+		log.Error("reporting ready", "err", err)
+		return 1
+	}
+	syncPipe.Close()
+	s.serve(l.(*net.UnixListener))
+	return 0
+}
+
+func argOr(i int, def string) string {
+	if len(os.Args) > i {
+		return os.Args[i]
+	}
+	return def
+}
+
+// initServer is the state of a running init.
+type initServer struct {
+	log     *slog.Logger
+	spec    *specs.Spec
+	procDir int
+
+	// mu guards the process tables and is held from fork to registration, so the reaper
+	// never reaps a pid it cannot attribute.
+	mu      sync.Mutex
+	byPid   map[int]*initProc
+	byID    map[string]*initProc
+	stopped bool
+
+	spawnReq chan spawnRequest
+}
+
+type initProc struct {
+	id   string
+	pid  int
+	done chan struct{}
+	code int
+}
+
+type spawnRequest struct {
+	argv0 string
+	argv  []string
+	attr  *syscall.ProcAttr
+	reply chan spawnResult
+}
+
+type spawnResult struct {
+	pid int
+	err error
+}
+
+// spawner owns the one OS thread processes are forked from. The thread drops to the
+// container's capabilities and seccomp filter, and children inherit exactly that.
+func (s *initServer) spawner(filter []unix.SockFilter, hardened chan<- error) {
+	runtime.LockOSThread() // never unlocked: the thread's credentials are not the init's
+	if err := hardenThread(s.spec.Process, filter); err != nil {
+		hardened <- err
+		return
+	}
+	hardened <- nil
+	for req := range s.spawnReq {
+		// Nothing the init holds may reach the child; the init opens everything
+		// close-on-exec, and this makes sure of it just before the fork.
+		if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+			req.reply <- spawnResult{err: fmt.Errorf("close_range: %w", err)}
+			continue
+		}
+		pid, err := syscall.ForkExec(req.argv0, req.argv, req.attr)
+		req.reply <- spawnResult{pid: pid, err: err}
+	}
+}
+
+// reap collects every child and orphan of the container and records tracked exit codes.
+func (s *initServer) reap(sigchld <-chan os.Signal) {
+	for range sigchld {
+		for {
+			s.mu.Lock()
+			var ws unix.WaitStatus
+			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+			if pid <= 0 || err != nil {
+				s.mu.Unlock()
+				break
+			}
+			p := s.byPid[pid]
+			if p != nil {
+				delete(s.byPid, pid)
+				p.code = exitCode(ws)
+			}
+			s.mu.Unlock()
+			if p != nil {
+				s.recordExit(p)
+				close(p.done)
+			}
+		}
+	}
+}
+
+func exitCode(ws unix.WaitStatus) int {
+	switch {
+	case ws.Exited():
+		return ws.ExitStatus()
+	case ws.Signaled():
+		return 128 + int(ws.Signal())
+	}
+	return 255
+}
+
+// recordExit writes processes/<id>/exit atomically, so a backend started later learns the
+// exit code even after the init is gone.
+func (s *initServer) recordExit(p *initProc) {
+	tmp := p.id + "/exit.tmp"
+	fd, err := unix.Openat(s.procDir, tmp, unix.O_CREAT|unix.O_TRUNC|unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o644)
+	if err != nil {
+		s.log.Error("recording exit code", "id", p.id, "err", err)
+		return
+	}
+	_, werr := unix.Write(fd, []byte(strconv.Itoa(p.code)+"\n"))
+	unix.Close(fd)
+	if werr == nil {
+		werr = unix.Renameat(s.procDir, tmp, s.procDir, p.id+"/exit")
+	}
+	if werr != nil {
+		s.log.Error("recording exit code", "id", p.id, "err", werr)
+	}
+}
+
+func (s *initServer) serve(l *net.UnixListener) {
+	for {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.log.Warn("accept", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		go s.handle(c)
+	}
+}
+
+func (s *initServer) handle(c *net.UnixConn) {
+	defer c.Close()
+	buf := make([]byte, maxPacket)
+	oob := make([]byte, unix.CmsgSpace(4*8))
+	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return
+	}
+	files, err := receivedFiles(oob[:oobn])
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	reply := func(r initResponse) {
+		b, _ := json.Marshal(r)
+		_, _ = c.Write(b)
+	}
+	if err != nil {
+		reply(errorResponse(err))
+		return
+	}
+	var req initRequest
+	if err := json.Unmarshal(buf[:n], &req); err != nil {
+		reply(errorResponse(fmt.Errorf("%w: decoding request: %v", isolation.ErrInvalidSpec, err)))
+		return
+	}
+	switch req.Op {
+	case opPing:
+		reply(initResponse{})
+	case opRun:
+		pid, err := s.run(req.Process, files)
+		if err != nil {
+			reply(errorResponse(err))
+			return
+		}
+		reply(initResponse{Pid: pid})
+	case opWait:
+		code, err := s.wait(c, req.ID)
+		if err != nil {
+			reply(errorResponse(err))
+			return
+		}
+		reply(initResponse{ExitCode: code})
+	case opSignal:
+		reply(errorResponse(s.signal(req.ID, unix.Signal(req.Signal))))
+	case opStop:
+		s.stop(time.Duration(req.GraceMillis)*time.Millisecond, req.Kill)
+		reply(initResponse{})
+	case opStreamIn:
+		if len(files) != 1 {
+			reply(errorResponse(fmt.Errorf("%w: stream-in needs one descriptor", isolation.ErrInvalidSpec)))
+			return
+		}
+		reply(errorResponse(extractTar(files[0], req.Path)))
+	case opStreamOut:
+		if len(files) != 1 {
+			reply(errorResponse(fmt.Errorf("%w: stream-out needs one descriptor", isolation.ErrInvalidSpec)))
+			return
+		}
+		tw, err := newTarWriter(req.Path)
+		if err != nil {
+			reply(errorResponse(err))
+			return
+		}
+		reply(initResponse{})
+		if err := tw.writeTo(files[0]); err != nil {
+			s.log.Warn("stream-out", "path", req.Path, "err", err)
+		}
+	default:
+		reply(errorResponse(fmt.Errorf("%w: unknown operation %q", isolation.ErrInvalidSpec, req.Op)))
+	}
+}
+
+func receivedFiles(oob []byte) ([]*os.File, error) {
+	if len(oob) == 0 {
+		return nil, nil
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, fmt.Errorf("%w: control message: %v", isolation.ErrInvalidSpec, err)
+	}
+	var files []*os.File
+	for _, m := range msgs {
+		fds, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			unix.CloseOnExec(fd)
+			files = append(files, os.NewFile(uintptr(fd), "fd"+strconv.Itoa(fd)))
+		}
+	}
+	return files, nil
+}
+
+// run starts a process from the spawner thread and registers it.
+func (s *initServer) run(p *processRequest, files []*os.File) (int, error) {
+	if p == nil || !validID(p.ID) {
+		return 0, fmt.Errorf("%w: process id missing or not [A-Za-z0-9_.-]", isolation.ErrInvalidSpec)
+	}
+	if len(files) != 3 {
+		return 0, fmt.Errorf("%w: run needs stdin, stdout and stderr descriptors, got %d", isolation.ErrInvalidSpec, len(files))
+	}
+	u, err := s.resolveUser(p.User)
+	if err != nil {
+		return 0, err
+	}
+	env := mergeEnv(s.spec.Process.Env, []string{"HOME=" + u.Home, "USER=" + u.Name})
+	if u.Name == "" {
+		env = mergeEnv(s.spec.Process.Env, []string{"HOME=" + u.Home})
+	}
+	env = mergeEnv(env, p.Env)
+	dir := p.Dir
+	if dir == "" {
+		dir = "/"
+	}
+	if !path.IsAbs(dir) {
+		return 0, fmt.Errorf("%w: Dir %q is not absolute", isolation.ErrInvalidSpec, dir)
+	}
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return 0, fmt.Errorf("%w: Dir %q is not a directory in the container", isolation.ErrInvalidSpec, dir)
+	}
+	argv0, err := lookPath(p.Path, env)
+	if err != nil {
+		return 0, err
+	}
+	attr := &syscall.ProcAttr{
+		Dir:   dir,
+		Env:   env,
+		Files: []uintptr{files[0].Fd(), files[1].Fd(), files[2].Fd()},
+		Sys: &syscall.SysProcAttr{
+			Setsid:     true,
+			Credential: &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups},
+		},
+	}
+	argv := append([]string{p.Path}, p.Args...)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return 0, fmt.Errorf("%w: the container was stopped", isolation.ErrStopped)
+	}
+	if _, dup := s.byID[p.ID]; dup {
+		return 0, fmt.Errorf("%w: process %q", isolation.ErrAlreadyExists, p.ID)
+	}
+	restore, err := applyRlimits(s.spec.Process.Rlimits, p.Rlimits)
+	if err != nil {
+		return 0, err
+	}
+	reply := make(chan spawnResult, 1)
+	s.spawnReq <- spawnRequest{argv0: argv0, argv: argv, attr: attr, reply: reply}
+	res := <-reply
+	restore()
+	if res.err != nil {
+		return 0, fmt.Errorf("%w: starting %s: %v", isolation.ErrInvalidSpec, p.Path, res.err)
+	}
+	proc := &initProc{id: p.ID, pid: res.pid, done: make(chan struct{})}
+	s.byPid[res.pid] = proc
+	s.byID[p.ID] = proc
+	return res.pid, nil
+}
+
+func (s *initServer) resolveUser(spec string) (ExecUser, error) {
+	var passwd, group io.Reader
+	if b, err := os.ReadFile("/etc/passwd"); err == nil {
+		passwd = bytes.NewReader(b)
+	}
+	if b, err := os.ReadFile("/etc/group"); err == nil {
+		group = bytes.NewReader(b)
+	}
+	return ResolveUser(spec, passwd, group)
+}
+
+// lookPath finds file in the PATH of env, inside the container (the init's root).
+func lookPath(file string, env []string) (string, error) {
+	if file == "" {
+		return "", fmt.Errorf("%w: Path is empty", isolation.ErrInvalidSpec)
+	}
+	isExec := func(p string) bool {
+		st, err := os.Stat(p)
+		return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
+	}
+	if strings.Contains(file, "/") {
+		if isExec(file) {
+			return file, nil
+		}
+		return "", fmt.Errorf("%w: %s is not an executable file in the container", isolation.ErrInvalidSpec, file)
+	}
+	pathEnv := ""
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, "PATH="); ok {
+			pathEnv = v
+		}
+	}
+	for _, d := range strings.Split(pathEnv, ":") {
+		if d == "" {
+			d = "."
+		}
+		if p := path.Join(d, file); isExec(p) {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%w: %s not found in the container's PATH", isolation.ErrInvalidSpec, file)
+}
+
+var rlimitNames = map[string]int{
+	"RLIMIT_NOFILE": unix.RLIMIT_NOFILE,
+	"RLIMIT_NPROC":  unix.RLIMIT_NPROC,
+	"RLIMIT_CORE":   unix.RLIMIT_CORE,
+}
+
+// applyRlimits sets the process-wide rlimits a child is to inherit (the template's, then the
+// process's own) and returns a function restoring the init's. The caller holds s.mu, so
+// forks are serialised.
+func applyRlimits(template []specs.POSIXRlimit, own []rlimitSpec) (func(), error) {
+	want := map[int]unix.Rlimit{}
+	for _, r := range template {
+		if res, ok := rlimitNames[r.Type]; ok {
+			want[res] = unix.Rlimit{Cur: r.Soft, Max: r.Hard}
+		}
+	}
+	for _, r := range own {
+		want[r.Resource] = unix.Rlimit{Cur: r.Soft, Max: r.Hard}
+	}
+	saved := map[int]unix.Rlimit{}
+	restore := func() {
+		for res, lim := range saved {
+			l := syscall.Rlimit{Cur: lim.Cur, Max: lim.Max}
+			_ = syscall.Setrlimit(res, &l)
+		}
+	}
+	for res, lim := range want {
+		var old unix.Rlimit
+		if err := unix.Getrlimit(res, &old); err != nil {
+			restore()
+			return nil, fmt.Errorf("getrlimit %d: %w", res, err)
+		}
+		saved[res] = old
+		// syscall.Setrlimit (not unix's) also stops os/exec from resetting NOFILE in the child.
+		l := syscall.Rlimit{Cur: lim.Cur, Max: lim.Max}
+		if err := syscall.Setrlimit(res, &l); err != nil {
+			restore()
+			return nil, fmt.Errorf("%w: rlimit %d to %d/%d: %v", isolation.ErrInvalidSpec, res, lim.Cur, lim.Max, err)
+		}
+	}
+	return restore, nil
+}
+
+// wait blocks until process id exits, or until the client hangs up.
+func (s *initServer) wait(c *net.UnixConn, id string) (int, error) {
+	s.mu.Lock()
+	p := s.byID[id]
+	s.mu.Unlock()
+	if p == nil {
+		return 0, fmt.Errorf("%w: process %q", isolation.ErrNotFound, id)
+	}
+	gone := make(chan struct{})
+	go func() {
+		// The client sends nothing more; a read returns when it hangs up.
+		var b [1]byte
+		_, _ = c.Read(b[:])
+		close(gone)
+	}()
+	select {
+	case <-p.done:
+		return p.code, nil
+	case <-gone:
+		return 0, fmt.Errorf("%w: waiter hung up", isolation.ErrNotFound)
+	}
+}
+
+func (s *initServer) signal(id string, sig unix.Signal) error {
+	s.mu.Lock()
+	p := s.byID[id]
+	s.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("%w: process %q", isolation.ErrNotFound, id)
+	}
+	select {
+	case <-p.done:
+		return fmt.Errorf("%w: process %q has exited", isolation.ErrNotFound, id)
+	default:
+	}
+	if err := unix.Kill(p.pid, sig); err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("%w: process %q has exited", isolation.ErrNotFound, id)
+		}
+		return fmt.Errorf("signalling process %q: %w", id, err)
+	}
+	return nil
+}
+
+// stop refuses new processes, sends SIGTERM to every process of the container, and SIGKILL
+// to what is left after grace (at once with kill). It returns when only the init is left or
+// after a bounded wait for the kernel to finish the kills.
+func (s *initServer) stop(grace time.Duration, kill bool) {
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
+	if !kill {
+		_ = unix.Kill(-1, unix.SIGTERM)
+		if waitAlone(grace) {
+			return
+		}
+	}
+	_ = unix.Kill(-1, unix.SIGKILL)
+	waitAlone(5 * time.Second)
+}
+
+// waitAlone waits up to d for every process but the init to be gone from the pid namespace.
+func waitAlone(d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if onlyInitLeft() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func onlyInitLeft() bool {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && pid != 1 {
+			// A zombie awaiting the reaper counts as gone.
+			if b, err := os.ReadFile("/proc/" + e.Name() + "/stat"); err == nil {
+				if i := bytes.LastIndexByte(b, ')'); i > 0 && i+2 < len(b) && b[i+2] == 'Z' {
+					continue
+				}
+			}
+			return false
+		}
+	}
+	return true
+}

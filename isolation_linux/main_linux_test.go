@@ -1,0 +1,153 @@
+package isolationlinux
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/trellis-run/trellis/isolation"
+	"github.com/trellis-run/trellis/isolation_linux/network"
+)
+
+// testBase holds everything the tests make: a directory others can traverse (container root
+// must reach the overlay directories by path), with the busybox stack and one layer cache
+// shared by all tests of this binary.
+var testBase string
+
+func TestMain(m *testing.M) {
+	MaybeRunInit()
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "isolation_linux tests need root; running only the pure ones")
+		return m.Run()
+	}
+	base, err := os.MkdirTemp("", "trellis-isolation-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(base)
+	if err := os.Chmod(base, 0o711); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := BuildBusyboxStack(filepath.Join(base, "busybox"), ""); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	testBase = base
+	return m.Run()
+}
+
+var testSeq atomic.Int64
+
+// testConfig returns a Config whose state, disk, network and cgroup names are unique to this
+// test and process, so parallel runs on the machine do not collide.
+func testConfig(t *testing.T) Config {
+	t.Helper()
+	if testBase == "" {
+		t.Skip("needs root")
+	}
+	n := testSeq.Add(1)
+	dir := filepath.Join(testBase, fmt.Sprintf("t%d", n))
+	if err := os.Mkdir(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	cfg := DefaultConfig()
+	cfg.StateDir = filepath.Join(dir, "state")
+	cfg.DiskDir = filepath.Join(dir, "disk")
+	cfg.LayerCacheDir = filepath.Join(testBase, "layers")
+	cfg.Stacks = map[string]string{"busybox": filepath.Join(testBase, "busybox")}
+	cfg.CgroupParent = fmt.Sprintf("trellis-test-%d-%d", os.Getpid(), n)
+	cfg.Network = network.DefaultConfig()
+	cfg.Network.StateDir = filepath.Join(dir, "net")
+	cfg.Network.BridgeName = fmt.Sprintf("tt%dx%d", os.Getpid()%100000, n)
+	cfg.Network.NetworkName = fmt.Sprintf("trellis-test-%d-%d", os.Getpid(), n)
+	cfg.Network.Subnet = fmt.Sprintf("10.%d.%d.0/24", 200+os.Getpid()%50, n%250)
+	return cfg
+}
+
+func newTestBackend(t *testing.T, cfg Config) *Backend {
+	t.Helper()
+	b, err := New(context.Background(), cfg, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() {
+		all, _ := b.List(context.Background(), nil)
+		for _, c := range all {
+			if err := b.Destroy(context.Background(), c.Handle()); err != nil {
+				t.Errorf("cleanup: Destroy(%s): %v", c.Handle(), err)
+			}
+		}
+		b.Close()
+		removeCgroupParent(cfg.CgroupParent)
+	})
+	return b
+}
+
+// removeCgroupParent removes the test's cgroup parent from every hierarchy.
+func removeCgroupParent(parent string) {
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + parent)
+	more, _ := filepath.Glob("/sys/fs/cgroup/" + parent)
+	for _, d := range append(dirs, more...) {
+		os.Remove(d)
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func handleFor(t *testing.T) string {
+	return fmt.Sprintf("h%d-%d", os.Getpid(), testSeq.Add(1))
+}
+
+func createContainer(t *testing.T, b *Backend, mutate func(*isolation.ContainerSpec)) isolation.Container {
+	t.Helper()
+	spec := isolation.ContainerSpec{Handle: handleFor(t), RootFS: "preloaded:busybox", Network: isolation.NetworkNone}
+	if mutate != nil {
+		mutate(&spec)
+	}
+	c, err := b.Create(context.Background(), spec)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	return c
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// sh runs script with busybox sh in c and waits for it.
+func sh(t *testing.T, c isolation.Container, user, script string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	p, err := c.Run(ctx, isolation.ProcessSpec{Path: "/bin/sh", Args: []string{"-c", script}, User: user}, isolation.ProcessIO{Stdout: &out, Stderr: &errOut})
+	if err != nil {
+		t.Fatalf("Run(%q): %v", script, err)
+	}
+	code, err := p.Wait(ctx)
+	if err != nil {
+		t.Fatalf("Wait(%q): %v", script, err)
+	}
+	return result{out.String(), errOut.String(), code}
+}

@@ -1,0 +1,193 @@
+package isolationlinux
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/trellis-run/trellis/isolation"
+)
+
+// process is a process of a container, identified by its id; what it knows it learns from the
+// init or, once the init is gone, from the exit file the init wrote.
+type process struct {
+	c    *container
+	id   string
+	pdir string
+
+	once   sync.Once
+	exited chan struct{} // closed once code is known
+	code   int
+
+	copiers sync.WaitGroup // stdout/stderr followers
+}
+
+var _ isolation.Process = (*process)(nil)
+
+func newProcess(c *container, id string, stdio isolation.ProcessIO) *process {
+	p := &process{c: c, id: id, pdir: filepath.Join(c.dir, dirProcesses, id), exited: make(chan struct{})}
+	for _, s := range []struct {
+		w    io.Writer
+		file string
+	}{{stdio.Stdout, fileStdout}, {stdio.Stderr, fileStderr}} {
+		if s.w == nil {
+			continue
+		}
+		p.watchExit()
+		p.copiers.Add(1)
+		go func(w io.Writer, file string) {
+			defer p.copiers.Done()
+			if err := follow(filepath.Join(p.pdir, file), w, p.exited); err != nil {
+				c.b.log.Warn("copying process output", "handle", c.handle, "process", id, "stream", file, "err", err)
+			}
+		}(s.w, s.file)
+	}
+	return p
+}
+
+func (p *process) ID() string { return p.id }
+
+// watchExit starts, once, the goroutine that learns the exit code.
+func (p *process) watchExit() {
+	p.once.Do(func() {
+		go func() {
+			p.code = p.waitExit()
+			close(p.exited)
+		}()
+	})
+}
+
+// waitExit asks the init to report the exit (retrying a dropped connection) and falls back
+// to the exit file; a process the init never recorded died with its container (137).
+func (p *process) waitExit() int {
+	for {
+		if code, ok := p.exitFile(); ok {
+			return code
+		}
+		resp, err := p.c.call(context.Background(), initRequest{Op: opWait, ID: p.id})
+		if err == nil {
+			return resp.ExitCode
+		}
+		if isolation.IsStopped(err) || isolation.IsNotFound(err) {
+			if code, ok := p.exitFile(); ok {
+				return code
+			}
+			return 128 + int(unix.SIGKILL)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (p *process) exitFile() (int, bool) {
+	b, err := os.ReadFile(filepath.Join(p.pdir, fileExit))
+	if err != nil {
+		return 0, false
+	}
+	code, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0, false
+	}
+	return code, true
+}
+
+// Wait returns the exit status once the process has exited and its output has been copied.
+func (p *process) Wait(ctx context.Context) (int, error) {
+	p.watchExit()
+	select {
+	case <-p.exited:
+	case <-ctx.Done():
+		return 0, fmt.Errorf("waiting for process %q: %w", p.id, ctx.Err())
+	}
+	done := make(chan struct{})
+	go func() {
+		p.copiers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return p.code, nil
+	case <-ctx.Done():
+		return 0, fmt.Errorf("waiting for the output of process %q: %w", p.id, ctx.Err())
+	}
+}
+
+// Signal delivers sig through the init. Errors: isolation.ErrNotFound once the process exited.
+func (p *process) Signal(ctx context.Context, sig isolation.Signal) error {
+	var s unix.Signal
+	switch sig {
+	case isolation.SignalTerminate:
+		s = unix.SIGTERM
+	case isolation.SignalKill:
+		s = unix.SIGKILL
+	default:
+		return fmt.Errorf("%w: signal %d", isolation.ErrUnsupported, sig)
+	}
+	if _, err := p.c.call(ctx, initRequest{Op: opSignal, ID: p.id, Signal: int(s)}); err != nil {
+		if isolation.IsStopped(err) {
+			return fmt.Errorf("%w: process %q: the container's init is gone", isolation.ErrNotFound, p.id)
+		}
+		return err
+	}
+	return nil
+}
+
+// follow copies the file at path to w as it grows, until exited is closed and the file is
+// drained. inotify wakes it when the file is written.
+func follow(path string, w io.Writer, exited <-chan struct{}) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	ifd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return fmt.Errorf("inotify: %w", err)
+	}
+	if _, err := unix.InotifyAddWatch(ifd, path, unix.IN_MODIFY|unix.IN_CLOSE_WRITE); err != nil {
+		unix.Close(ifd)
+		return fmt.Errorf("inotify watch: %w", err)
+	}
+	events := os.NewFile(uintptr(ifd), "inotify")
+	defer events.Close()
+	changed := make(chan struct{}, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			if _, err := events.Read(buf); err != nil {
+				return
+			}
+			select {
+			case changed <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	for {
+		if _, err := io.Copy(w, f); err != nil {
+			return discardRest(err)
+		}
+		select {
+		case <-changed:
+		case <-exited:
+			_, err := io.Copy(w, f)
+			return discardRest(err)
+		}
+	}
+}
+
+// discardRest treats a writer that stopped accepting output as the end of copying.
+func discardRest(err error) error {
+	if err == nil || errors.Is(err, io.ErrClosedPipe) {
+		return nil
+	}
+	return err
+}

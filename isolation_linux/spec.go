@@ -1,0 +1,380 @@
+package isolationlinux
+
+import (
+	"fmt"
+	"path"
+	"regexp"
+	"sort"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/trellis-run/trellis/isolation"
+)
+
+// This file translates an isolation.ContainerSpec into the OCI runtime-spec document that the
+// container's init acts on and that is kept in the container's state dir as config.json. It is
+// pure and untagged so that it is unit-tested on every platform.
+
+// Annotation keys trellis puts into config.json.
+const (
+	// annotationOverlay holds the overlay mount options (lowerdir, upperdir, workdir) for the
+	// root filesystem, which the OCI spec has no field for: Root.Path is the mount point.
+	annotationOverlay = "dev.trellis.rootfs.overlay"
+	// annotationHandle is the container's handle.
+	annotationHandle = "dev.trellis.handle"
+)
+
+// defaultPath is PATH for processes whose environment does not set it.
+const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// defaultNofile is RLIMIT_NOFILE of container processes unless their spec says otherwise.
+const defaultNofile = 1024
+
+// DefaultCapabilities is the capability set of a container's processes (the bounding,
+// permitted, effective and inheritable sets of root; non-root users get none), the same set
+// containerd gives a container by default.
+var DefaultCapabilities = []string{
+	"CAP_AUDIT_WRITE",
+	"CAP_CHOWN",
+	"CAP_DAC_OVERRIDE",
+	"CAP_FOWNER",
+	"CAP_FSETID",
+	"CAP_KILL",
+	"CAP_MKNOD",
+	"CAP_NET_BIND_SERVICE",
+	"CAP_NET_RAW",
+	"CAP_SETFCAP",
+	"CAP_SETGID",
+	"CAP_SETPCAP",
+	"CAP_SETUID",
+	"CAP_SYS_CHROOT",
+}
+
+// MaskedPaths are made unreadable inside every container: files are covered by /dev/null,
+// directories by an empty read-only tmpfs.
+var MaskedPaths = []string{
+	"/proc/acpi",
+	"/proc/kcore",
+	"/proc/keys",
+	"/proc/latency_stats",
+	"/proc/sched_debug",
+	"/proc/scsi",
+	"/proc/timer_list",
+	"/proc/timer_stats",
+	"/sys/firmware",
+}
+
+// ReadonlyPaths are remounted read-only inside every container.
+var ReadonlyPaths = []string{
+	"/proc/bus",
+	"/proc/fs",
+	"/proc/irq",
+	"/proc/sys",
+	"/proc/sysrq-trigger",
+}
+
+// DeniedSyscalls fail with EPERM inside every container: they administer the kernel, the
+// mount table or other processes' memory, none of which a container's process may touch.
+var DeniedSyscalls = []string{
+	"acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "delete_module",
+	"finit_module", "fsconfig", "fsmount", "fsopen", "fspick", "init_module", "kcmp",
+	"kexec_file_load", "kexec_load", "keyctl", "lookup_dcookie", "mount", "mount_setattr",
+	"move_mount", "name_to_handle_at", "open_by_handle_at", "open_tree", "perf_event_open",
+	"pivot_root", "process_vm_readv", "process_vm_writev", "ptrace", "quotactl",
+	"quotactl_fd", "reboot", "request_key", "setns", "settimeofday", "swapoff", "swapon",
+	"syslog", "umount2", "unshare", "userfaultfd", "vhangup", "adjtimex", "io_uring_setup",
+	"io_uring_enter", "io_uring_register",
+}
+
+// cloneNamespaceFlags are the clone(2) flags that create namespaces; clone with any of them
+// fails with EPERM in a container (unshare and setns are denied outright).
+var cloneNamespaceFlags = []uint64{
+	0x00020000, // CLONE_NEWNS
+	0x02000000, // CLONE_NEWCGROUP
+	0x04000000, // CLONE_NEWUTS
+	0x08000000, // CLONE_NEWIPC
+	0x10000000, // CLONE_NEWUSER
+	0x20000000, // CLONE_NEWPID
+	0x40000000, // CLONE_NEWNET
+}
+
+const (
+	errnoEPERM  = 1
+	errnoENOSYS = 38
+)
+
+// handlePattern is isolation.ContainerSpec's rule for handles.
+var handlePattern = regexp.MustCompile(`^[A-Za-z0-9_.\-]{1,128}$`)
+
+// envPattern is a NAME=value environment entry.
+var envPattern = regexp.MustCompile(`^[^=\x00]+=[^\x00]*$`)
+
+// rootfsPreloaded is the only RootFS scheme this backend resolves.
+const rootfsPreloaded = "preloaded:"
+
+// ValidateContainerSpec checks a spec before anything is created. Errors wrap
+// isolation.ErrInvalidSpec (naming the field) or isolation.ErrUnsupported.
+func ValidateContainerSpec(cs isolation.ContainerSpec) error {
+	if !handlePattern.MatchString(cs.Handle) || cs.Handle == "." || cs.Handle == ".." {
+		return fmt.Errorf("%w: Handle %q must match %s", isolation.ErrInvalidSpec, cs.Handle, handlePattern)
+	}
+	if _, err := parseRootFS(cs.RootFS); err != nil {
+		return err
+	}
+	for i, e := range cs.Env {
+		if !envPattern.MatchString(e) {
+			return fmt.Errorf("%w: Env[%d] %q is not NAME=value", isolation.ErrInvalidSpec, i, e)
+		}
+	}
+	for i, b := range cs.BindMounts {
+		if !path.IsAbs(b.SrcPath) {
+			return fmt.Errorf("%w: BindMounts[%d].SrcPath %q is not absolute", isolation.ErrInvalidSpec, i, b.SrcPath)
+		}
+		if !path.IsAbs(b.DstPath) || path.Clean(b.DstPath) == "/" {
+			return fmt.Errorf("%w: BindMounts[%d].DstPath %q must be an absolute path other than /", isolation.ErrInvalidSpec, i, b.DstPath)
+		}
+		dst := path.Clean(b.DstPath)
+		for _, reserved := range []string{"/proc", "/sys", "/dev"} {
+			if dst == reserved || strings.HasPrefix(dst, reserved+"/") {
+				return fmt.Errorf("%w: BindMounts[%d].DstPath %q is under %s, which the backend owns", isolation.ErrInvalidSpec, i, b.DstPath, reserved)
+			}
+		}
+	}
+	if cs.Limits.CPUWeight > 100 {
+		return fmt.Errorf("%w: Limits.CPUWeight %d must be 0 (default) or 1-100", isolation.ErrInvalidSpec, cs.Limits.CPUWeight)
+	}
+	switch cs.Network {
+	case isolation.NetworkBridge:
+	case isolation.NetworkNone:
+		if len(cs.NetIn) > 0 {
+			return fmt.Errorf("%w: NetIn needs bridge networking, but Network is %q", isolation.ErrInvalidSpec, cs.Network)
+		}
+	default:
+		return fmt.Errorf("%w: Network %q is not %q (bridge) or %q", isolation.ErrInvalidSpec, cs.Network, isolation.NetworkBridge, isolation.NetworkNone)
+	}
+	for i, n := range cs.NetIn {
+		if n.ContainerPort == 0 || n.ContainerPort > 65535 || n.HostPort > 65535 {
+			return fmt.Errorf("%w: NetIn[%d] ports %d:%d must be within 1-65535 (host port 0 = allocate)", isolation.ErrInvalidSpec, i, n.HostPort, n.ContainerPort)
+		}
+	}
+	return nil
+}
+
+// parseRootFS returns the stack name of a "preloaded:<stack>" URI.
+func parseRootFS(uri string) (string, error) {
+	if uri == "" {
+		return "", fmt.Errorf("%w: RootFS is empty; want preloaded:<stack>", isolation.ErrInvalidSpec)
+	}
+	if scheme, _, ok := strings.Cut(uri, ":"); !ok || scheme == "" {
+		return "", fmt.Errorf("%w: RootFS %q is not a URI (no scheme); want preloaded:<stack>", isolation.ErrInvalidSpec, uri)
+	}
+	if !strings.HasPrefix(uri, rootfsPreloaded) {
+		return "", fmt.Errorf("%w: RootFS %q: the linux backend resolves only preloaded:<stack>", isolation.ErrUnsupported, uri)
+	}
+	stack := strings.TrimPrefix(uri, rootfsPreloaded)
+	if stack == "" || strings.ContainsAny(stack, "/\x00") {
+		return "", fmt.Errorf("%w: RootFS %q names no valid stack", isolation.ErrInvalidSpec, uri)
+	}
+	return stack, nil
+}
+
+// SpecOptions are the host-side facts BuildSpec needs besides the ContainerSpec.
+type SpecOptions struct {
+	// RootfsPath is the directory the overlay is mounted on (the container's "/").
+	RootfsPath string
+	// LowerDir, UpperDir and WorkDir make up the overlay.
+	LowerDir, UpperDir, WorkDir string
+	// UIDMapStart and UIDMapSize map container ids 0..Size-1 to host ids Start..; they are
+	// ignored for privileged containers.
+	UIDMapStart, UIDMapSize uint32
+	// CgroupsPath is the container's cgroup, relative to the hierarchy root.
+	CgroupsPath string
+}
+
+// BuildSpec translates cs into the OCI runtime-spec document of the container. The document's
+// Process is the template of every process run in the container (environment, capabilities,
+// rlimits, no_new_privs); its Args are empty because creating a container runs no process.
+// Errors wrap isolation.ErrInvalidSpec or isolation.ErrUnsupported.
+func BuildSpec(cs isolation.ContainerSpec, opts SpecOptions) (*specs.Spec, error) {
+	if err := ValidateContainerSpec(cs); err != nil {
+		return nil, err
+	}
+	if opts.RootfsPath == "" || opts.LowerDir == "" || opts.UpperDir == "" || opts.WorkDir == "" {
+		return nil, fmt.Errorf("%w: rootfs path and overlay directories must all be set", isolation.ErrInvalidSpec)
+	}
+	for _, d := range []string{opts.LowerDir, opts.UpperDir, opts.WorkDir} {
+		if strings.ContainsAny(d, ",:\x00") {
+			return nil, fmt.Errorf("%w: overlay directory %q contains ',' or ':'", isolation.ErrInvalidSpec, d)
+		}
+	}
+	if !cs.Privileged && opts.UIDMapSize == 0 {
+		return nil, fmt.Errorf("%w: an unprivileged container needs a uid mapping of size > 0", isolation.ErrInvalidSpec)
+	}
+
+	env := []string{defaultPath}
+	env = mergeEnv(env, cs.Env)
+	caps := append([]string(nil), DefaultCapabilities...)
+	s := &specs.Spec{
+		Version:  specs.Version,
+		Hostname: cs.Handle,
+		Root:     &specs.Root{Path: opts.RootfsPath},
+		Process: &specs.Process{
+			User: specs.User{UID: 0, GID: 0},
+			Env:  env,
+			Cwd:  "/",
+			Capabilities: &specs.LinuxCapabilities{
+				Bounding:    caps,
+				Effective:   caps,
+				Inheritable: caps,
+				Permitted:   caps,
+			},
+			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: defaultNofile, Soft: defaultNofile}},
+			NoNewPrivileges: true,
+		},
+		Mounts: defaultMounts(),
+		Annotations: map[string]string{
+			annotationHandle:  cs.Handle,
+			annotationOverlay: fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", opts.LowerDir, opts.UpperDir, opts.WorkDir),
+		},
+		Linux: &specs.Linux{
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.PIDNamespace},
+				{Type: specs.MountNamespace},
+				{Type: specs.UTSNamespace},
+				{Type: specs.IPCNamespace},
+				{Type: specs.NetworkNamespace},
+			},
+			Devices:       defaultDevices(),
+			CgroupsPath:   opts.CgroupsPath,
+			Resources:     resourcesFor(cs.Limits),
+			MaskedPaths:   append([]string(nil), MaskedPaths...),
+			ReadonlyPaths: append([]string(nil), ReadonlyPaths...),
+			Seccomp:       defaultSeccomp(),
+		},
+	}
+	if !cs.Privileged {
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: opts.UIDMapStart, Size: opts.UIDMapSize}}
+		s.Linux.UIDMappings = m
+		s.Linux.GIDMappings = append([]specs.LinuxIDMapping(nil), m...)
+		// sysfs cannot be mounted read-write by a user namespace that does not own the
+		// network namespace's devices, and should not be anyway: it is read-only below.
+	}
+	for _, b := range cs.BindMounts {
+		opt := []string{"rbind", "nosuid", "nodev"}
+		if b.ReadOnly {
+			opt = append(opt, "ro")
+		} else {
+			opt = append(opt, "rw")
+		}
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: path.Clean(b.DstPath), Type: "bind", Source: b.SrcPath, Options: opt})
+	}
+	return s, nil
+}
+
+// mergeEnv returns base with each NAME=value of extra replacing base's entry of that name.
+func mergeEnv(base, extra []string) []string {
+	out := append([]string(nil), base...)
+	index := make(map[string]int, len(out))
+	for i, e := range out {
+		index[envName(e)] = i
+	}
+	for _, e := range extra {
+		n := envName(e)
+		if i, ok := index[n]; ok {
+			out[i] = e
+			continue
+		}
+		index[n] = len(out)
+		out = append(out, e)
+	}
+	return out
+}
+
+func envName(e string) string {
+	if i := strings.IndexByte(e, '='); i >= 0 {
+		return e[:i]
+	}
+	return e
+}
+
+func defaultMounts() []specs.Mount {
+	return []specs.Mount{
+		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
+		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+	}
+}
+
+func defaultDevices() []specs.LinuxDevice {
+	dev := func(p string, major, minor int64) specs.LinuxDevice {
+		return specs.LinuxDevice{Path: p, Type: "c", Major: major, Minor: minor}
+	}
+	return []specs.LinuxDevice{
+		dev("/dev/null", 1, 3),
+		dev("/dev/zero", 1, 5),
+		dev("/dev/full", 1, 7),
+		dev("/dev/random", 1, 8),
+		dev("/dev/urandom", 1, 9),
+		dev("/dev/tty", 5, 0),
+	}
+}
+
+// cpuSharesFor maps Diego's cpu_weight (1–100) onto cgroup v1 cpu.shares the way Garden does:
+// weight 100 is the default 1024 shares; 0 leaves the kernel default.
+func cpuSharesFor(weight uint32) uint64 {
+	if weight == 0 {
+		return 0
+	}
+	s := uint64(weight) * 1024 / 100
+	if s < 2 {
+		s = 2
+	}
+	return s
+}
+
+func resourcesFor(l isolation.Limits) *specs.LinuxResources {
+	r := &specs.LinuxResources{}
+	if l.MemoryBytes > 0 {
+		limit := int64(l.MemoryBytes)
+		r.Memory = &specs.LinuxMemory{Limit: &limit, Swap: &limit}
+	}
+	if shares := cpuSharesFor(l.CPUWeight); shares > 0 {
+		r.CPU = &specs.LinuxCPU{Shares: &shares}
+	}
+	if l.Pids > 0 {
+		pids := int64(l.Pids)
+		r.Pids = &specs.LinuxPids{Limit: &pids}
+	}
+	return r
+}
+
+func defaultSeccomp() *specs.LinuxSeccomp {
+	eperm := uint(errnoEPERM)
+	enosys := uint(errnoENOSYS)
+	names := append([]string(nil), DeniedSyscalls...)
+	sort.Strings(names)
+	sc := &specs.LinuxSeccomp{
+		DefaultAction: specs.ActAllow,
+		Architectures: []specs.Arch{specs.ArchX86_64, specs.ArchAARCH64},
+		Syscalls: []specs.LinuxSyscall{
+			{Names: names, Action: specs.ActErrno, ErrnoRet: &eperm},
+			// clone3 passes its flags in memory, where a filter cannot see them; ENOSYS makes
+			// libc fall back to clone, whose flags are checked below.
+			{Names: []string{"clone3"}, Action: specs.ActErrno, ErrnoRet: &enosys},
+		},
+	}
+	for _, f := range cloneNamespaceFlags {
+		sc.Syscalls = append(sc.Syscalls, specs.LinuxSyscall{
+			Names:    []string{"clone"},
+			Action:   specs.ActErrno,
+			ErrnoRet: &eperm,
+			Args:     []specs.LinuxSeccompArg{{Index: 0, Value: f, ValueTwo: f, Op: specs.OpMaskedEqual}},
+		})
+	}
+	return sc
+}
