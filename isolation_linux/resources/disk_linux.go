@@ -45,6 +45,11 @@ const (
 // devices and ext4. Images are sparse: they take host disk as data is written, so the host's
 // advertised disk capacity must stay within what the host really has.
 //
+// When baseDir is already on XFS mounted with project quota enforcement (prjquota), no images are
+// made: each limited directory gets its own XFS project (id from 2^20 up, inherited by
+// everything below it) with a block hard limit, writes beyond it fail with EDQUOT, and Usage is
+// the project's quota report. Mode tells which enforcement is in use.
+//
 // An unlimited directory (limitBytes 0) is a plain directory under baseDir/volumes; its Usage
 // walks the tree.
 //
@@ -52,12 +57,20 @@ const (
 // again; an image left unmounted (after a host reboot) is mounted again on first use. One
 // DiskQuota (one agent) owns a baseDir at a time. Methods are safe for concurrent use.
 type DiskQuota struct {
-	base string
-	mkfs string
+	base    string
+	project bool   // XFS project quotas on base; else loop-mounted ext4 images
+	mkfs    string // mkfs.ext4, in loop mode
 
 	mu    sync.Mutex
 	locks map[string]*handleLock
+	alloc sync.Mutex // held from choosing a project id until a directory carries it
 }
+
+// Disk quota modes, as Mode reports them.
+const (
+	ModeXFSProjectQuota = "xfs-project-quota"
+	ModeLoopExt4        = "loop-ext4"
+)
 
 type handleLock struct {
 	mu   sync.Mutex
@@ -73,19 +86,33 @@ func NewDiskQuota(baseDir string) (*DiskQuota, error) {
 		return nil, fmt.Errorf("%w: disk quota base directory %q is not absolute", isolation.ErrInvalidSpec, baseDir)
 	}
 	baseDir = filepath.Clean(baseDir)
-	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		return nil, fmt.Errorf("%w: disk quotas need loop devices: %v", isolation.ErrUnsupported, err)
-	}
-	mkfs, err := findTool("mkfs.ext4")
-	if err != nil {
-		return nil, fmt.Errorf("%w: disk quotas need mkfs.ext4 (Debian package e2fsprogs): %v", isolation.ErrUnsupported, err)
-	}
 	for _, d := range []string{baseDir, filepath.Join(baseDir, imagesDir), filepath.Join(baseDir, volumesDir)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("prepare disk quota directory: %w", err)
 		}
 	}
-	return &DiskQuota{base: baseDir, mkfs: mkfs, locks: map[string]*handleLock{}}, nil
+	q := &DiskQuota{base: baseDir, locks: map[string]*handleLock{}}
+	if projectQuotaEnforced(baseDir) {
+		q.project = true
+		return q, nil
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		return nil, fmt.Errorf("%w: disk quotas need loop devices (or baseDir on XFS with prjquota): %v", isolation.ErrUnsupported, err)
+	}
+	mkfs, err := findTool("mkfs.ext4")
+	if err != nil {
+		return nil, fmt.Errorf("%w: disk quotas need mkfs.ext4 (Debian package e2fsprogs): %v", isolation.ErrUnsupported, err)
+	}
+	q.mkfs = mkfs
+	return q, nil
+}
+
+// Mode reports how limits are enforced: ModeXFSProjectQuota or ModeLoopExt4.
+func (q *DiskQuota) Mode() string {
+	if q.project {
+		return ModeXFSProjectQuota
+	}
+	return ModeLoopExt4
 }
 
 // findTool looks a program up in PATH and then in the sbin directories a service's PATH may
@@ -140,6 +167,9 @@ func (q *DiskQuota) Dir(handle string, limitBytes uint64) (string, error) {
 	defer q.lock(handle)()
 	image, mount, data := q.paths(handle)
 	want := roundUp(limitBytes)
+	if q.project {
+		return q.projectDir(handle, mount, data, want)
+	}
 
 	hasImage, err := exists(image)
 	if err != nil {
@@ -336,6 +366,15 @@ func (q *DiskQuota) Usage(handle string) (uint64, error) {
 	}
 	defer q.lock(handle)()
 	image, mount, data := q.paths(handle)
+	if q.project {
+		if id, err := getProjectID(data); err == nil && id != 0 {
+			_, used, err := projectUsage(q.base, id)
+			if err != nil {
+				return 0, fmt.Errorf("disk usage of %s: %w", handle, err)
+			}
+			return used, nil
+		}
+	}
 	hasImage, err := exists(image)
 	if err != nil {
 		return 0, err
@@ -407,11 +446,70 @@ func (q *DiskQuota) Release(handle string) error {
 		return err
 	}
 	defer q.lock(handle)()
-	image, mount, _ := q.paths(handle)
+	image, mount, data := q.paths(handle)
+	if q.project {
+		id, err := getProjectID(data)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("release disk for %s: %w", handle, err)
+		}
+		if err := os.RemoveAll(mount); err != nil {
+			return fmt.Errorf("release disk for %s: %w", handle, err)
+		}
+		if id != 0 {
+			if err := setProjectLimit(q.base, id, 0); err != nil {
+				return fmt.Errorf("release disk for %s: %w", handle, err)
+			}
+		}
+		return nil
+	}
 	if err := q.release(image, mount); err != nil {
 		return fmt.Errorf("release disk for %s: %w", handle, err)
 	}
 	return nil
+}
+
+// projectDir is Dir with XFS project quotas.
+func (q *DiskQuota) projectDir(handle, mount, data string, want uint64) (string, error) {
+	if id, err := getProjectID(data); err == nil {
+		have := uint64(0)
+		if id != 0 {
+			if have, _, err = projectUsage(q.base, id); err != nil {
+				return "", fmt.Errorf("disk for %s: %w", handle, err)
+			}
+		}
+		if have != want {
+			return "", fmt.Errorf("%w: disk for %s exists with a limit of %d bytes, not %d", isolation.ErrAlreadyExists, handle, have, want)
+		}
+		return data, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("disk for %s: %w", handle, err)
+	}
+	if want == 0 {
+		if err := os.MkdirAll(data, 0o755); err != nil {
+			return "", fmt.Errorf("disk for %s: %w", handle, err)
+		}
+		return data, nil
+	}
+	q.alloc.Lock()
+	defer q.alloc.Unlock()
+	id, err := allocateProjectID(filepath.Join(q.base, volumesDir))
+	if err == nil {
+		err = os.MkdirAll(data, 0o755)
+	}
+	if err == nil {
+		// The limit goes on before the directory joins the project: no write escapes it.
+		err = setProjectLimit(q.base, id, want)
+	}
+	if err == nil {
+		err = setProjectID(data, id)
+	}
+	if err != nil {
+		if rerr := os.RemoveAll(mount); rerr != nil {
+			slog.Warn("clean up a disk that failed to set up", "handle", handle, "error", rerr)
+		}
+		return "", fmt.Errorf("disk for %s (%d bytes): %w", handle, want, err)
+	}
+	return data, nil
 }
 
 func (q *DiskQuota) release(image, mount string) error {
