@@ -29,6 +29,10 @@ type v1 struct {
 	dirs map[string]string // hierarchy name ("memory", "cpu", "name=systemd"...) → directory
 }
 
+// v1Required are the hierarchies every trellis cgroup has a directory in; the code below may
+// index dirs by these names without checking.
+var v1Required = []string{"memory", "cpu", "cpuacct", "pids", "freezer"}
+
 type pather interface{ Path(string) string }
 
 func v1Dirs(path string, subsystems []cgroup1.Subsystem) map[string]string {
@@ -47,7 +51,7 @@ func newV1(path string, res *specs.LinuxResources) (*v1, error) {
 		return nil, fmt.Errorf("%w: create cgroup %s: find v1 hierarchies: %v", isolation.ErrUnsupported, path, err)
 	}
 	dirs := v1Dirs(path, hier)
-	for _, need := range []string{"memory", "cpu", "cpuacct", "pids", "freezer"} {
+	for _, need := range v1Required {
 		if _, ok := dirs[need]; !ok {
 			return nil, fmt.Errorf("%w: create cgroup %s: the %s controller is not mounted", isolation.ErrUnsupported, path, need)
 		}
@@ -81,8 +85,10 @@ func loadV1(path string) (*v1, error) {
 		return nil, fmt.Errorf("load cgroup %s: %w", path, err)
 	}
 	d := &v1{path: path, cg: cg, dirs: v1Dirs(path, cg.Subsystems())}
-	if _, ok := d.dirs["memory"]; !ok {
-		return nil, fmt.Errorf("%w: cgroup %s has no memory hierarchy directory", isolation.ErrNotFound, path)
+	for _, need := range v1Required {
+		if _, ok := d.dirs[need]; !ok {
+			return nil, fmt.Errorf("%w: cgroup %s has no directory in the %s hierarchy", isolation.ErrNotFound, path, need)
+		}
 	}
 	return d, nil
 }
@@ -185,7 +191,7 @@ func (d *v1) watchOOM(ctx context.Context) (<-chan struct{}, error) {
 func (d *v1) signalAll() error {
 	state := filepath.Join(d.dirs["freezer"], "freezer.state")
 	frozen := freezeV1(state)
-	pids, err := readProcs(d.dirs["freezer"])
+	pids, err := d.procs()
 	if err == nil {
 		for _, pid := range pids {
 			if kerr := unix.Kill(pid, unix.SIGKILL); kerr != nil && !errors.Is(kerr, unix.ESRCH) {
