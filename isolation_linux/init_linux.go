@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -283,6 +284,13 @@ func (s *initServer) handle(c *net.UnixConn) {
 		b, _ := json.Marshal(r)
 		_, _ = c.Write(b)
 	}
+	defer func() {
+		// A bug in one request must not take the container down with the init.
+		if r := recover(); r != nil {
+			s.log.Error("request handler panicked", "panic", r, "stack", string(debug.Stack()))
+			reply(errorResponse(fmt.Errorf("%w: init failed serving the request: %v", ErrInit, r)))
+		}
+	}()
 	if err != nil {
 		reply(errorResponse(err))
 		return

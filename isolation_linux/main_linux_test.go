@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -46,10 +47,23 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	testBase = base
+	defer exec.Command("ip", "link", "del", testNetwork().BridgeName).Run()
 	return m.Run()
 }
 
 var testSeq atomic.Int64
+
+// testNetwork is the one network configuration of this test process: one bridge, subnet and
+// lease directory shared by every backend (Networks sharing a state dir need one Config),
+// removed when the tests end.
+func testNetwork() network.Config {
+	cfg := network.DefaultConfig()
+	cfg.StateDir = filepath.Join(testBase, "net")
+	cfg.BridgeName = fmt.Sprintf("trt%d", os.Getpid())
+	cfg.NetworkName = fmt.Sprintf("trellis-test-%d", os.Getpid())
+	cfg.Subnet = fmt.Sprintf("10.%d.%d.0/24", 200+os.Getpid()%50, os.Getpid()%250)
+	return cfg
+}
 
 // testConfig returns a Config whose state, disk, network and cgroup names are unique to this
 // test and process, so parallel runs on the machine do not collide.
@@ -70,11 +84,7 @@ func testConfig(t *testing.T) Config {
 	cfg.LayerCacheDir = filepath.Join(testBase, "layers")
 	cfg.Stacks = map[string]string{"busybox": filepath.Join(testBase, "busybox")}
 	cfg.CgroupParent = fmt.Sprintf("trellis-test-%d-%d", os.Getpid(), n)
-	cfg.Network = network.DefaultConfig()
-	cfg.Network.StateDir = filepath.Join(dir, "net")
-	cfg.Network.BridgeName = fmt.Sprintf("tt%dx%d", os.Getpid()%100000, n)
-	cfg.Network.NetworkName = fmt.Sprintf("trellis-test-%d-%d", os.Getpid(), n)
-	cfg.Network.Subnet = fmt.Sprintf("10.%d.%d.0/24", 200+os.Getpid()%50, n%250)
+	cfg.Network = testNetwork()
 	return cfg
 }
 

@@ -69,7 +69,11 @@ type initResponse struct {
 }
 
 // errorResponse turns an init-side error into a response, keeping its class.
+// A nil error is a plain success.
 func errorResponse(err error) initResponse {
+	if err == nil {
+		return initResponse{}
+	}
 	r := initResponse{Error: err.Error()}
 	switch {
 	case errors.Is(err, isolation.ErrNotFound):

@@ -154,8 +154,11 @@ func ValidateContainerSpec(cs isolation.ContainerSpec) error {
 		return fmt.Errorf("%w: Network %q is not %q (bridge) or %q", isolation.ErrInvalidSpec, cs.Network, isolation.NetworkBridge, isolation.NetworkNone)
 	}
 	for i, n := range cs.NetIn {
-		if n.ContainerPort == 0 || n.ContainerPort > 65535 || n.HostPort > 65535 {
-			return fmt.Errorf("%w: NetIn[%d] ports %d:%d must be within 1-65535 (host port 0 = allocate)", isolation.ErrInvalidSpec, i, n.HostPort, n.ContainerPort)
+		if n.ContainerPort == 0 || n.ContainerPort > 65535 {
+			return fmt.Errorf("%w: NetIn[%d].ContainerPort %d must be within 1-65535", isolation.ErrInvalidSpec, i, n.ContainerPort)
+		}
+		if n.HostPort > 65535 {
+			return fmt.Errorf("%w: NetIn[%d].HostPort %d must be within 0 (allocate) and 65535", isolation.ErrInvalidSpec, i, n.HostPort)
 		}
 	}
 	return nil
