@@ -42,7 +42,6 @@ func busyboxProgram(p isolationtest.Program) isolation.ProcessSpec {
 	return isolation.ProcessSpec{Path: "/bin/false"}
 }
 
-
 func TestConformance(t *testing.T) {
 	if testBase == "" {
 		t.Skip("needs root")
