@@ -246,3 +246,27 @@ func TestListPagination(t *testing.T) {
 		}
 	}
 }
+
+// TestDesiredLRPsByManyGuids reads more named records than one transaction may hold.
+func TestDesiredLRPsByManyGuids(t *testing.T) {
+	s := newStore(t)
+	ctx := ctxT(t)
+	var guids []string
+	for i := range 130 {
+		g := fmt.Sprintf("p%03d", i)
+		guids = append(guids, g)
+		must[*models.DesiredLRP](t)(s.DesireLRP(ctx, desiredLRP(g, 0)))
+	}
+	list, _, err := s.DesiredLRPs(ctx, store.DesiredLRPFilter{ProcessGuids: append(guids, "missing", "p000")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != len(guids) {
+		t.Fatalf("read %d records, want %d", len(list), len(guids))
+	}
+	for i, l := range list {
+		if l.ProcessGuid != guids[i] {
+			t.Fatalf("record %d is %s, want %s", i, l.ProcessGuid, guids[i])
+		}
+	}
+}

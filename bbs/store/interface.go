@@ -61,7 +61,8 @@ type Interface interface {
 	RetireActualLRP(ctx context.Context, key models.ActualLRPKey, presence string, expectRevision int64) error
 	// MarkActualLRPSuspect, for an instance whose cell vanished: in one transaction the ORDINARY
 	// RUNNING (or CLAIMED) record becomes a SUSPECT record (kept routable) and a new ORDINARY
-	// UNCLAIMED record replaces it. Errors: NotFound, InvalidTransition, Conflict.
+	// UNCLAIMED record replaces it. Returns the new ORDINARY record.
+	// Errors: NotFound, InvalidTransition, Conflict.
 	MarkActualLRPSuspect(ctx context.Context, key models.ActualLRPKey, expectRevision int64) (*models.ActualLRP, error)
 
 	// ---- Actual LRPs: cell (the server checks instanceKey.CellID is the caller's cell) ----
@@ -70,11 +71,13 @@ type Interface interface {
 	// instance) → CLAIMED. Errors: NotFound, InvalidTransition, Forbidden (placed elsewhere).
 	ClaimActualLRP(ctx context.Context, key models.ActualLRPKey, instanceKey models.ActualLRPInstanceKey) (*models.ActualLRP, error)
 	// StartActualLRP → RUNNING with netInfo (from CLAIMED/RUNNING by the same instance, or
-	// UNCLAIMED). Errors: NotFound, InvalidTransition.
+	// UNCLAIMED). Errors: NotFound, InvalidTransition, Forbidden (UNCLAIMED placed on another
+	// cell), InvalidRecord (no address).
 	StartActualLRP(ctx context.Context, key models.ActualLRPKey, instanceKey models.ActualLRPInstanceKey, netInfo models.ActualLRPNetInfo) (*models.ActualLRP, error)
 	// CrashActualLRP → CRASHED with reason, crash_count+1, instance key and net info cleared
 	// (from CLAIMED/RUNNING by the same instance). An EVACUATING or SUSPECT record of the same
-	// instance is removed instead. Errors: NotFound, InvalidTransition.
+	// instance is removed instead, and that removed record is returned.
+	// Errors: NotFound, InvalidTransition.
 	CrashActualLRP(ctx context.Context, key models.ActualLRPKey, instanceKey models.ActualLRPInstanceKey, reason string) (*models.ActualLRP, error)
 	// RejectActualLRP: the cell cannot run an instance placed on it → UNCLAIMED with cell_id
 	// cleared and placement_error = reason. Errors: NotFound, InvalidTransition, Forbidden.
