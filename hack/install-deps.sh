@@ -9,7 +9,7 @@ packages=(
   iptables                   # NAT and port mapping rules written by the CNI plugins
   containernetworking-plugins # bridge, host-local, portmap, loopback in /usr/lib/cni
   busybox-static             # the small Linux rootfs stack used by tests and `make run`
-  xfsprogs                   # mkfs.xfs, for the project-quota disk limits
+  e2fsprogs xfsprogs         # mkfs.ext4 (per-container disk images) and XFS project quotas
   runc crun                  # peers measured side by side by `make bench`
 )
 packages+=("$@")

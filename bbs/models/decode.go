@@ -14,7 +14,7 @@ import (
 // bodies. It refuses:
 //
 //   - an empty body, malformed or truncated JSON, and data after the value: a *FieldError for
-//     field "body" giving the byte offset;
+//     field "body" (giving the byte offset where the decoder knows it);
 //   - a field v has no place for: a *FieldError naming the field ("unknown field");
 //   - a value of the wrong JSON type: a *FieldError naming the field's JSON path.
 //
@@ -25,7 +25,7 @@ func DecodeStrict(r io.Reader, v any) error {
 	dec := json.NewDecoder(r)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return decodeError(err, dec.InputOffset())
+		return decodeError(err)
 	}
 	// Anything but whitespace after the value is refused.
 	if _, err := dec.Token(); err != io.EOF {
@@ -46,8 +46,8 @@ func isSyntaxOrEOF(err error) bool {
 const maxEchoedFieldName = 128
 
 // decodeError maps an error of json.Decoder.Decode to a *FieldError where it is the input's
-// fault; offset is where the decoder stopped.
-func decodeError(err error, offset int64) error {
+// fault.
+func decodeError(err error) error {
 	var (
 		syntax    *json.SyntaxError
 		typeErr   *json.UnmarshalTypeError
@@ -57,7 +57,7 @@ func decodeError(err error, offset int64) error {
 	case errors.Is(err, io.EOF):
 		return fieldErr("body", "is empty; want a JSON object")
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		return fieldErr("body", "JSON ends early at byte %d", offset)
+		return fieldErr("body", "JSON ends early: the document is truncated")
 	case errors.As(err, &syntax):
 		return fieldErr("body", "malformed JSON at byte %d: %s", syntax.Offset, strings.TrimPrefix(syntax.Error(), "json: "))
 	case errors.As(err, &typeErr):

@@ -1,0 +1,299 @@
+package command
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/trellis-run/trellis/bbs/models"
+	"github.com/trellis-run/trellis/bbs/store"
+)
+
+func init() { register(newLRPCommand) }
+
+func newLRPCommand() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "lrp",
+		Short: "Manage long-running processes (desired LRPs and their instances)",
+	}
+	addClientFlags(cmd, &f)
+	cmd.AddCommand(
+		newLRPCreate(&f), newLRPList(&f), newLRPGet(&f), newLRPScale(&f), newLRPRemove(&f), newLRPRestart(&f),
+	)
+	return cmd
+}
+
+// readDocument decodes a JSON document from a file ("-" for stdin) strictly: unknown fields and
+// malformed JSON are refused with the field or offset named.
+func readDocument(path string, v any) error {
+	var r io.Reader = os.Stdin
+	if path != "-" {
+		fh, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer fh.Close()
+		r = fh
+	}
+	if err := models.DecodeStrict(r, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+func newLRPCreate(f *clientFlags) *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "create -f FILE",
+		Short: "Desire an LRP from a JSON document (Diego's field names)",
+		Example: `  trellis lrp create -f examples/lrp-hello.json
+  cat lrp.json | trellis lrp create -f -`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var lrp models.DesiredLRP
+			if err := readDocument(file, &lrp); err != nil {
+				return err
+			}
+			c, err := f.connect()
+			if err != nil {
+				return err
+			}
+			created, err := c.DesireLRP(cmd.Context(), &lrp)
+			if err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(cmd.OutOrStdout(), created)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "created %s: %d instance(s) of %s\n", created.ProcessGuid, created.Instances, created.RootFS)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&file, "file", "f", "", "the DesiredLRP JSON document, or - for stdin")
+	cmd.MarkFlagRequired("file")
+	return cmd
+}
+
+func newLRPList(f *clientFlags) *cobra.Command {
+	var domain string
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List desired LRPs with how many instances run",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.connect()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			desired, _, err := c.DesiredLRPs(ctx, store.DesiredLRPFilter{Domain: domain})
+			if err != nil {
+				return err
+			}
+			actual, _, err := c.ActualLRPs(ctx, store.ActualLRPFilter{Domain: domain})
+			if err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(cmd.OutOrStdout(), desired)
+			}
+			counts := countInstances(actual)
+			sort.Slice(desired, func(i, j int) bool { return desired[i].ProcessGuid < desired[j].ProcessGuid })
+			t := newTable(cmd.OutOrStdout(), "PROCESS GUID", "DOMAIN", "ROOTFS", "RUNNING", "CRASHED", "UNPLACED", "MEMORY", "DISK")
+			for _, d := range desired {
+				n := counts[d.ProcessGuid]
+				t.row(d.ProcessGuid, d.Domain, d.RootFS, fmt.Sprintf("%d/%d", n.running, d.Instances), n.crashed, n.unplaced, mib(d.MemoryMB), mib(d.DiskMB))
+			}
+			return t.flush()
+		},
+	}
+	cmd.Flags().StringVar(&domain, "domain", "", "only this domain")
+	return cmd
+}
+
+type instanceCounts struct{ running, crashed, unplaced int }
+
+// countInstances counts the ORDINARY instances of each process by state.
+func countInstances(actual []*models.ActualLRP) map[string]instanceCounts {
+	out := make(map[string]instanceCounts)
+	for _, a := range actual {
+		if a.Presence != models.PresenceOrdinary {
+			continue
+		}
+		n := out[a.ProcessGuid]
+		switch a.State {
+		case models.ActualLRPStateRunning:
+			n.running++
+		case models.ActualLRPStateCrashed:
+			n.crashed++
+		case models.ActualLRPStateUnclaimed:
+			if a.PlacementError != "" {
+				n.unplaced++
+			}
+		}
+		out[a.ProcessGuid] = n
+	}
+	return out
+}
+
+func newLRPGet(f *clientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "get PROCESS_GUID",
+		Short: "Show a desired LRP and each of its instances",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.connect()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			d, err := c.DesiredLRP(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			actual, _, err := c.ActualLRPs(ctx, store.ActualLRPFilter{ProcessGuid: args[0]})
+			if err != nil {
+				return err
+			}
+			sortInstances(actual)
+			if f.json {
+				return printJSON(cmd.OutOrStdout(), struct {
+					DesiredLRP *models.DesiredLRP  `json:"desired_lrp"`
+					ActualLRPs []*models.ActualLRP `json:"actual_lrps"`
+				}{d, actual})
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "process guid  %s\ndomain        %s\nrootfs        %s\ninstances     %d\nmemory/disk   %s / %s\n",
+				d.ProcessGuid, d.Domain, d.RootFS, d.Instances, mib(d.MemoryMB), mib(d.DiskMB))
+			if len(d.PlacementTags) > 0 {
+				fmt.Fprintf(out, "tags          %s\n", strings.Join(d.PlacementTags, ", "))
+			}
+			if d.Annotation != "" {
+				fmt.Fprintf(out, "annotation    %s\n", d.Annotation)
+			}
+			fmt.Fprintln(out)
+			return printInstances(out, actual, time.Now())
+		},
+	}
+}
+
+// sortInstances orders instances by index, ORDINARY first.
+func sortInstances(actual []*models.ActualLRP) {
+	sort.Slice(actual, func(i, j int) bool {
+		if actual[i].Index != actual[j].Index {
+			return actual[i].Index < actual[j].Index
+		}
+		return actual[i].Presence > actual[j].Presence // ORDINARY > EVACUATING > SUSPECT
+	})
+}
+
+func printInstances(w io.Writer, actual []*models.ActualLRP, now time.Time) error {
+	t := newTable(w, "INDEX", "STATE", "PRESENCE", "CELL", "ADDRESS", "SINCE", "CRASHES", "DETAIL")
+	for _, a := range actual {
+		detail := a.PlacementError
+		if detail == "" {
+			detail = a.CrashReason
+		}
+		t.row(a.Index, a.State, strings.ToLower(a.Presence), a.CellID, address(a.ActualLRPNetInfo), age(a.Since, now), a.CrashCount, detail)
+	}
+	return t.flush()
+}
+
+// address renders "host:hostport->containerport,..." for a running instance.
+func address(n models.ActualLRPNetInfo) string {
+	if n.Address == "" {
+		return ""
+	}
+	if len(n.Ports) == 0 {
+		return n.Address
+	}
+	parts := make([]string, len(n.Ports))
+	for i, p := range n.Ports {
+		parts[i] = fmt.Sprintf("%s:%d->%d", n.Address, p.HostPort, p.ContainerPort)
+	}
+	return strings.Join(parts, ",")
+}
+
+func newLRPScale(f *clientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:     "scale PROCESS_GUID INSTANCES",
+		Short:   "Change how many instances of an LRP run",
+		Example: "  trellis lrp scale hello 20",
+		Args:    cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := strconv.ParseInt(args[1], 10, 32)
+			if err != nil || n < 0 {
+				return fmt.Errorf("instances %q: want a whole number ≥ 0", args[1])
+			}
+			c, err := f.connect()
+			if err != nil {
+				return err
+			}
+			count := int32(n)
+			d, err := c.UpdateDesiredLRP(cmd.Context(), args[0], models.DesiredLRPUpdate{Instances: &count}, 0)
+			if err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(cmd.OutOrStdout(), d)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "scaled %s to %d instance(s)\n", d.ProcessGuid, d.Instances)
+			return nil
+		},
+	}
+}
+
+func newLRPRemove(f *clientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:     "rm PROCESS_GUID",
+		Aliases: []string{"remove", "delete"},
+		Short:   "Stop every instance of an LRP and forget it",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.connect()
+			if err != nil {
+				return err
+			}
+			if err := c.RemoveDesiredLRP(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", args[0])
+			return nil
+		},
+	}
+}
+
+func newLRPRestart(f *clientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "restart PROCESS_GUID INDEX",
+		Short: "Stop one instance and start it again (possibly on another cell)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			idx, err := strconv.ParseInt(args[1], 10, 32)
+			if err != nil || idx < 0 {
+				return fmt.Errorf("index %q: want a whole number ≥ 0", args[1])
+			}
+			c, err := f.connect()
+			if err != nil {
+				return err
+			}
+			a, err := c.RestartActualLRPInstance(cmd.Context(), args[0], int32(idx))
+			if err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(cmd.OutOrStdout(), a)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "restarting %s/%d\n", args[0], idx)
+			return nil
+		},
+	}
+}
