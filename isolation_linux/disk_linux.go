@@ -1,61 +1,76 @@
 package isolationlinux
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
-
-	"golang.org/x/sys/unix"
+	"strings"
 
 	"github.com/trellis-run/trellis/isolation"
+	"github.com/trellis-run/trellis/isolation_linux/resources"
 )
 
-// diskDirs hands out each container's directory for its overlay upper and work dirs.
+// diskDirs hands out each container's directory for its overlay upper and work dirs, through
+// resources.DiskQuota so that Limits.DiskBytes is enforced.
 type diskDirs struct {
-	base string
+	base  string
+	quota *resources.DiskQuota
+	err   error // why quota is nil
 }
 
 func newDiskDirs(base string) (*diskDirs, error) {
-	if err := os.MkdirAll(base, 0o711); err != nil {
-		return nil, fmt.Errorf("disk dir %s: %w", base, err)
+	d := &diskDirs{base: base}
+	d.quota, d.err = resources.NewDiskQuota(base)
+	if d.err != nil && !isolation.IsUnsupported(d.err) {
+		return nil, fmt.Errorf("disk dir %s: %w", base, d.err)
 	}
-	return &diskDirs{base: base}, nil
+	return d, nil
 }
 
-// dir returns the container's directory. Errors: isolation.ErrUnsupported for a limit, which
-// this host cannot enforce yet.
+// dir returns the container's directory, limited to limit bytes (0 = unlimited). Every
+// directory from base down to it is made searchable by others, because an unprivileged
+// container's root mounts the overlay by path. Errors: isolation.ErrUnsupported when this host
+// cannot enforce disk limits.
 func (d *diskDirs) dir(handle string, limit uint64) (string, error) {
-	if limit > 0 {
-		return "", fmt.Errorf("%w: Limits.DiskBytes: disk quotas are not available to the linux backend yet", isolation.ErrUnsupported)
+	if d.quota == nil {
+		return "", fmt.Errorf("%w: Limits.DiskBytes: disk directories are unavailable on this host: %v", isolation.ErrUnsupported, d.err)
 	}
-	p := filepath.Join(d.base, handle)
-	if err := os.Mkdir(p, 0o711); err != nil && !errors.Is(err, fs.ErrExist) {
+	p, err := d.quota.Dir(handle, limit)
+	if err != nil {
 		return "", err
+	}
+	rel, err := filepath.Rel(d.base, p)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return "", fmt.Errorf("disk directory %s is outside %s", p, d.base)
+	}
+	at := d.base
+	for _, part := range append([]string{"."}, strings.Split(rel, string(filepath.Separator))...) {
+		at = filepath.Join(at, part)
+		st, err := os.Stat(at)
+		if err != nil {
+			return "", err
+		}
+		if st.Mode().Perm()&0o001 == 0 {
+			if err := os.Chmod(at, st.Mode().Perm()|0o111); err != nil {
+				return "", err
+			}
+		}
 	}
 	return p, nil
 }
 
-// usage is the bytes held below the container's directory.
+// usage is the bytes the container's directory holds.
 func (d *diskDirs) usage(handle string) (uint64, error) {
-	var total uint64
-	err := filepath.WalkDir(filepath.Join(d.base, handle), func(p string, e fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err == nil {
-			total += uint64(st.Blocks) * 512
-		}
-		return nil
-	})
-	return total, err
+	if d.quota == nil {
+		return 0, d.err
+	}
+	return d.quota.Usage(handle)
 }
-
-func (d *diskDirs) limit(handle string) uint64 { return 0 }
 
 // release removes the container's directory; a missing one is not an error.
 func (d *diskDirs) release(handle string) error {
-	return os.RemoveAll(filepath.Join(d.base, handle))
+	if d.quota == nil {
+		return nil
+	}
+	return d.quota.Release(handle)
 }
