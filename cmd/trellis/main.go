@@ -9,9 +9,12 @@ import (
 	"syscall"
 
 	"github.com/trellis-run/trellis/cmd/trellis/command"
+	isolationlinux "github.com/trellis-run/trellis/isolation_linux"
 )
 
 func main() {
+	// A container's init is this binary re-executed; it never returns from here.
+	isolationlinux.MaybeRunInit()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := command.Execute(ctx, os.Args[1:])
 	stop()
