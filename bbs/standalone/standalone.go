@@ -143,6 +143,9 @@ func (b *BBS) URL() string {
 	return scheme + "://" + b.Server.Addr().String()
 }
 
+// EtcdEndpoints returns the client URLs of the etcd the BBS uses.
+func (b *BBS) EtcdEndpoints() []string { return b.client.Endpoints() }
+
 // Done is closed after the server has stopped and etcd is closed; it first yields the
 // server's error, if any.
 func (b *BBS) Done() <-chan error { return b.done }
