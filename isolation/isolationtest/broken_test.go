@@ -40,6 +40,7 @@ var breakages = []struct {
 	{"stop-stays-active", "Stop/Stopped", "Stop/Stopped", "Info.State after Stop"},
 	{"modes-lost", "Stream/Modes", "Stream/Modes", "want 750"},
 	{"reopen-loses-exited", "Reopen/Process", "Reopen/Process", "exited before the reopen"},
+	{"run-ctx-kills", "Run/OutlivesContext", "Run/OutlivesContext", "after the context given to Run was cancelled"},
 	{"unknown-skip", "Ping", "", "not a subtest"},
 }
 
@@ -177,6 +178,13 @@ func (c *brokenContainer) Run(ctx context.Context, spec isolation.ProcessSpec, s
 	p, err := c.Container.Run(ctx, spec, stdio)
 	if err != nil {
 		return nil, err
+	}
+	if c.b.mode == "run-ctx-kills" {
+		// Tie the process to the request, as exec.CommandContext would.
+		go func() {
+			<-ctx.Done()
+			p.Signal(context.Background(), isolation.SignalKill)
+		}()
 	}
 	return &brokenProcess{Process: p, mode: c.b.mode}, nil
 }

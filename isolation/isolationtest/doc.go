@@ -47,6 +47,7 @@
 //     "Env", "Dir", "Path", "ID"); the suite matches field names case- and punctuation-blind.
 //   - Run with the id of a running process is ErrAlreadyExists (Memory also refuses the id of
 //     an exited one, whose status Attach still serves).
+//   - Run's ctx bounds the start only; cancelling it does not end the process.
 //   - Wait returns only after the process's output has reached the ProcessIO writers, and
 //     returns ctx's error (wrapped) when ctx ends first.
 //   - Exit statuses: 143 for a program that exits on terminate, 137 for a kill, by SignalKill,

@@ -2,6 +2,7 @@ package isolationtest
 
 import (
 	"archive/tar"
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -32,6 +33,7 @@ var conformanceTests = []conformanceTest{
 	{"Run/Stdin", testRunStdin},
 	{"Run/Env", testRunEnv},
 	{"Run/WorkingDir", testRunWorkingDir},
+	{"Run/OutlivesContext", testRunOutlivesContext},
 	{"Run/DuplicateID", testRunDuplicateID},
 	{"Run/InvalidSpec", testRunInvalidSpec},
 	{"Wait/Context", testWaitContext},
@@ -340,6 +342,28 @@ func testRunWorkingDir(t *testing.T, s *suite) {
 	}
 	s.output(t, c, WriteFile("relative.txt", "written relative to Dir"), runOpts{dir: dir})
 	s.expectFile(t, c, dir+"/relative.txt", "written relative to Dir")
+}
+
+// Run's context bounds starting the process, not its life: an agent starts long-running work
+// with a request-scoped context.
+func testRunOutlivesContext(t *testing.T, s *suite) {
+	c := s.create(t, s.backend(t))
+	ctx, cancel := context.WithCancel(s.ctx(t))
+	out := &syncBuffer{}
+	p, err := c.Run(ctx, s.h.Program(Sleep()), isolation.ProcessIO{Stdout: out})
+	if err != nil {
+		cancel()
+		t.Fatalf("Run: %v", err)
+	}
+	cancel()
+	(&proc{Process: p, prog: Sleep(), stdout: out, stderr: &syncBuffer{}}).waitReady(t)
+	expectRunning(t, p, "after the context given to Run was cancelled")
+	if err := p.Signal(s.ctx(t), isolation.SignalTerminate); err != nil {
+		t.Fatalf("Signal(terminate): %v", err)
+	}
+	if code := waitExit(t, p); code != 143 {
+		t.Fatalf("exit %d, want 143", code)
+	}
 }
 
 func testRunDuplicateID(t *testing.T, s *suite) {
