@@ -43,6 +43,7 @@ func newMemContainer(s *MemoryState, spec isolation.ContainerSpec) *memContainer
 	props := maps.Clone(spec.Properties)
 	spec.Properties = nil
 	spec.Env = append([]string(nil), spec.Env...)
+	spec.BindMounts = append([]isolation.BindMount(nil), spec.BindMounts...)
 	spec.NetIn = nil
 	return &memContainer{
 		s:      s,
