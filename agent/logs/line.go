@@ -159,6 +159,20 @@ type Sink interface {
 	Stderr() io.Writer
 }
 
+// ClosableSink is a Sink whose owner must close it to flush partial lines.
+type ClosableSink interface {
+	Sink
+	io.Closer
+}
+
+// Forker is implemented by Sinks that hand out independent writer pairs with the same labels,
+// each with its own partial-line buffers (*Writer does). A component running several
+// processes at once through one Sink forks it per process, so that the partial lines of two
+// processes never join into one line.
+type Forker interface {
+	Fork() (ClosableSink, error)
+}
+
 // Discard is a Sink that drops everything written to it.
 var Discard Sink = discard{}
 

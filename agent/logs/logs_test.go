@@ -378,3 +378,30 @@ func TestParseLine(t *testing.T) {
 		t.Errorf("torn line parsed as %+v, want it whole in Text", got)
 	}
 }
+
+func TestForkKeepsPartialLinesApart(t *testing.T) {
+	s := newStore(t, t.TempDir(), 1<<20)
+	w := newWriter(t, s, SourceApp, "k", 0)
+	f1, err := w.Fork()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f2, err := w.Fork()
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(f1.Stdout(), "one-")
+	io.WriteString(f2.Stdout(), "two-")
+	io.WriteString(f1.Stdout(), "end\n")
+	io.WriteString(f2.Stdout(), "end\n")
+	if err := errors.Join(f1.Close(), f2.Close(), w.Close()); err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(texts(readAll(t, s, "k")), "|")
+	if got != "one-end|two-end" {
+		t.Fatalf("forked writers produced %q, want \"one-end|two-end\"", got)
+	}
+	if _, err := w.Fork(); !IsClosed(err) {
+		t.Errorf("Fork of a closed writer = %v, want ErrClosed", err)
+	}
+}

@@ -22,7 +22,26 @@ type Writer struct {
 	store  *Store
 }
 
-var _ Sink = (*Writer)(nil)
+var _ Forker = (*Writer)(nil)
+
+// Fork returns a new Writer with w's source and instance, writing to the same log with its own
+// partial-line buffers. The caller closes it.
+// Errors: ErrClosed (w or the store closed, or the log removed).
+func (w *Writer) Fork() (ClosableSink, error) {
+	if w.isClosed() {
+		return nil, fmt.Errorf("fork %s log writer: %w", w.out.source, ErrClosed)
+	}
+	w.lf.mu.Lock()
+	defer w.lf.mu.Unlock()
+	if w.lf.removed || w.lf.closed || w.lf.f == nil {
+		return nil, fmt.Errorf("fork %s log writer: %w", w.out.source, ErrClosed)
+	}
+	w.lf.refs++
+	f := &Writer{lf: w.lf, store: w.store}
+	f.out = lineWriter{w: f, source: w.out.source, index: w.out.index, stream: StreamOut}
+	f.err = lineWriter{w: f, source: w.err.source, index: w.err.index, stream: StreamErr}
+	return f, nil
+}
 
 // Stdout returns the writer of the OUT stream.
 func (w *Writer) Stdout() io.Writer { return &w.out }
