@@ -632,10 +632,9 @@ func (b *Backend) destroy(ctx context.Context, handle string) error {
 	var errs []error
 	// Killing the pid namespace's init makes the kernel kill every process in it, and its
 	// mount namespace (the overlay and everything mounted in it) goes with the last of them.
+	// Waiting for that first leaves the cgroup empty, so removing it costs no freeze-and-poll.
 	if recErr == nil && rec.InitPid > 0 {
-		if st, err := processStartTime(rec.InitPid); err == nil && st == rec.InitStart {
-			_ = unix.Kill(rec.InitPid, unix.SIGKILL)
-		}
+		killAndWait(rec.InitPid, rec.InitStart, 5*time.Second)
 	}
 	if cg, err := resources.Load(b.cfg.CgroupParent, handle); err == nil {
 		if err := cg.Kill(); err != nil {
@@ -645,9 +644,6 @@ func (b *Backend) destroy(ctx context.Context, handle string) error {
 		}
 	} else if !isolation.IsNotFound(err) {
 		errs = append(errs, err)
-	}
-	if recErr == nil && rec.InitPid > 0 {
-		waitGone(rec.InitPid, rec.InitStart, 5*time.Second)
 	}
 	netns := filepath.Join(dir, fileNetNS)
 	if b.net != nil && (recErr != nil || rec.Network != isolation.NetworkNone) {
@@ -669,13 +665,27 @@ func (b *Backend) destroy(ctx context.Context, handle string) error {
 	return errors.Join(errs...)
 }
 
-// waitGone waits, bounded, until pid (with that start time) no longer runs.
-func waitGone(pid int, start uint64, d time.Duration) {
+// killAndWait sends SIGKILL to pid if it is still the process started at start, and waits,
+// bounded, until it has exited (through a pidfd, so without polling).
+func killAndWait(pid int, start uint64, d time.Duration) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return // gone already
+	}
+	defer unix.Close(fd)
+	// The pidfd pins the process: if the start time matches now, the fd is the init's.
+	if st, err := processStartTime(pid); err != nil || st != start {
+		return
+	}
+	if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil {
+		return
+	}
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 	deadline := time.Now().Add(d)
-	for wait := 100 * time.Microsecond; time.Now().Before(deadline); wait = min(2*wait, 20*time.Millisecond) {
-		if st, err := processStartTime(pid); err != nil || st != start {
+	for time.Now().Before(deadline) {
+		n, err := unix.Poll(fds, int(time.Until(deadline).Milliseconds())+1)
+		if n > 0 || (err != nil && !errors.Is(err, unix.EINTR)) {
 			return
 		}
-		time.Sleep(wait)
 	}
 }

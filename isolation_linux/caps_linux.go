@@ -57,7 +57,9 @@ func lastCap() uint {
 // never unlocked) to the container's process template: capability sets reduced to the
 // template's, ambient set cleared, no_new_privs, and the seccomp filter. Processes forked
 // from this thread inherit all of it; the init's other threads keep their privileges.
-func hardenThread(p *specs.Process, filter []unix.SockFilter) error {
+// lastCap is the kernel's highest capability number (read by the caller while /proc is the
+// host's or the container's, never half-way through the pivot).
+func hardenThread(p *specs.Process, filter []unix.SockFilter, lastCap uint) error {
 	c := p.Capabilities
 	if c == nil {
 		c = &specs.LinuxCapabilities{}
@@ -78,7 +80,7 @@ func hardenThread(p *specs.Process, filter []unix.SockFilter) error {
 	if err != nil {
 		return err
 	}
-	for capNr := uint(0); capNr <= lastCap(); capNr++ {
+	for capNr := uint(0); capNr <= lastCap; capNr++ {
 		if bounding&(1<<capNr) != 0 {
 			continue
 		}

@@ -88,9 +88,6 @@ func runInit() int {
 			return fail(err)
 		}
 	}
-	if err := setupRootfs(&spec); err != nil {
-		return fail(err)
-	}
 	s := &initServer{
 		log:      log,
 		spec:     &spec,
@@ -112,8 +109,13 @@ func runInit() int {
 	}()
 	go s.reap(sigchld)
 
+	// The spawner thread confines itself while this one builds the mount tree; both only
+	// need the other at the first fork.
 	hardened := make(chan error, 1)
-	go s.spawner(filter, hardened)
+	go s.spawner(filter, lastCap(), hardened)
+	if err := setupRootfs(&spec); err != nil {
+		return fail(err)
+	}
 	if err := <-hardened; err != nil {
 		return fail(err)
 	}
@@ -178,9 +180,9 @@ type spawnResult struct {
 
 // spawner owns the one OS thread processes are forked from. The thread drops to the
 // container's capabilities and seccomp filter, and children inherit exactly that.
-func (s *initServer) spawner(filter []unix.SockFilter, hardened chan<- error) {
+func (s *initServer) spawner(filter []unix.SockFilter, lastCap uint, hardened chan<- error) {
 	runtime.LockOSThread() // never unlocked: the thread's credentials are not the init's
-	if err := hardenThread(s.spec.Process, filter); err != nil {
+	if err := hardenThread(s.spec.Process, filter, lastCap); err != nil {
 		hardened <- err
 		return
 	}
