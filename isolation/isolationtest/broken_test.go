@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/trellis-run/trellis/isolation"
 )
@@ -183,6 +184,8 @@ func (c *brokenContainer) Run(ctx context.Context, spec isolation.ProcessSpec, s
 		// Tie the process to the request, as exec.CommandContext would.
 		go func() {
 			<-ctx.Done()
+			// Late enough for the program to be ready, within the suite's survival window.
+			time.Sleep(50 * time.Millisecond)
 			p.Signal(context.Background(), isolation.SignalKill)
 		}()
 	}

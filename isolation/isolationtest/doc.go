@@ -49,7 +49,8 @@
 //     an exited one, whose status Attach still serves).
 //   - Run's ctx bounds the start only; cancelling it does not end the process.
 //   - Wait returns only after the process's output has reached the ProcessIO writers, and
-//     returns ctx's error (wrapped) when ctx ends first.
+//     returns ctx's error (wrapped) when ctx ends first. It may be called many times, on the
+//     process Run returned and on processes Attach returned, each call seeing the same status.
 //   - Exit statuses: 143 for a program that exits on terminate, 137 for a kill, by SignalKill,
 //     by Stop after its grace, or by Stop with kill.
 //   - Stop returns once every process has exited; the container then refuses Run and StreamIn

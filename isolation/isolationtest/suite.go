@@ -245,7 +245,11 @@ func (p *proc) waitReady(t *testing.T) {
 			t.Fatalf("%v did not print %q within %v (stdout %q, stderr %q)",
 				p.prog, ReadyLine, exitTimeout, p.stdout.String(), p.stderr.String())
 		}
-		time.Sleep(5 * time.Millisecond)
+		// Fail at once, not after the deadline, when the program died before it was ready.
+		if code, err := waitWithin(t, p, 5*time.Millisecond); err == nil {
+			t.Fatalf("%v exited %d before printing %q (stdout %q, stderr %q)",
+				p.prog, code, ReadyLine, p.stdout.String(), p.stderr.String())
+		}
 	}
 }
 
