@@ -158,15 +158,6 @@ func TestLimits(t *testing.T) {
 	})
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 func TestStreamInStaysInside(t *testing.T) {
 	t.Parallel()
 	b := newTestBackend(t, testConfig(t))

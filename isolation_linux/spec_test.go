@@ -1,0 +1,140 @@
+package isolationlinux
+
+import (
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/trellis-run/trellis/isolation"
+)
+
+func TestValidateContainerSpec(t *testing.T) {
+	ok := isolation.ContainerSpec{Handle: "a-1", RootFS: "preloaded:busybox"}
+	tests := []struct {
+		name   string
+		mutate func(*isolation.ContainerSpec)
+		check  func(error) bool
+	}{
+		{"valid", func(*isolation.ContainerSpec) {}, func(err error) bool { return err == nil }},
+		{"dotdot handle", func(s *isolation.ContainerSpec) { s.Handle = ".." }, isolation.IsInvalidSpec},
+		{"slash handle", func(s *isolation.ContainerSpec) { s.Handle = "a/b" }, isolation.IsInvalidSpec},
+		{"docker rootfs", func(s *isolation.ContainerSpec) { s.RootFS = "docker:///ubuntu" }, isolation.IsUnsupported},
+		{"not a uri", func(s *isolation.ContainerSpec) { s.RootFS = "busybox" }, isolation.IsInvalidSpec},
+		{"bind into /proc", func(s *isolation.ContainerSpec) {
+			s.BindMounts = []isolation.BindMount{{SrcPath: "/tmp", DstPath: "/proc/x"}}
+		}, isolation.IsInvalidSpec},
+		{"netin without network", func(s *isolation.ContainerSpec) {
+			s.Network = isolation.NetworkNone
+			s.NetIn = []isolation.NetIn{{ContainerPort: 80}}
+		}, isolation.IsInvalidSpec},
+		{"cpu weight", func(s *isolation.ContainerSpec) { s.Limits.CPUWeight = 101 }, isolation.IsInvalidSpec},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := ok
+			tt.mutate(&s)
+			if err := ValidateContainerSpec(s); !tt.check(err) {
+				t.Fatalf("ValidateContainerSpec: %v", err)
+			}
+		})
+	}
+}
+
+func TestBuildSpec(t *testing.T) {
+	opts := SpecOptions{RootfsPath: "/s/h/rootfs", LowerDir: "/l", UpperDir: "/u", WorkDir: "/w", UIDMapStart: 100000, UIDMapSize: 65536, CgroupsPath: "trellis/h"}
+	cs := isolation.ContainerSpec{
+		Handle: "h", RootFS: "preloaded:busybox", Env: []string{"PATH=/x", "A=1"},
+		BindMounts: []isolation.BindMount{{SrcPath: "/data", DstPath: "/mnt/data/", ReadOnly: true}},
+		Limits:     isolation.Limits{MemoryBytes: 64 << 20, CPUWeight: 50, Pids: 100},
+	}
+	s, err := BuildSpec(cs, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Hostname != "h" || s.Root.Path != opts.RootfsPath || s.Linux.CgroupsPath != "trellis/h" {
+		t.Fatalf("hostname %q root %q cgroup %q", s.Hostname, s.Root.Path, s.Linux.CgroupsPath)
+	}
+	if got := strings.Join(s.Process.Env, " "); got != "PATH=/x A=1" {
+		t.Fatalf("env %q: the container's PATH must replace the default", got)
+	}
+	if !hasNamespace(s, specs.UserNamespace) || len(s.Linux.UIDMappings) != 1 || s.Linux.UIDMappings[0].HostID != 100000 {
+		t.Fatalf("user namespace %v mappings %+v", hasNamespace(s, specs.UserNamespace), s.Linux.UIDMappings)
+	}
+	last := s.Mounts[len(s.Mounts)-1]
+	if last.Destination != "/mnt/data" || last.Source != "/data" || !contains(last.Options, "ro") {
+		t.Fatalf("bind mount %+v", last)
+	}
+	if *s.Linux.Resources.Memory.Limit != 64<<20 || *s.Linux.Resources.Memory.Swap != 64<<20 || *s.Linux.Resources.Pids.Limit != 100 || *s.Linux.Resources.CPU.Shares != 512 {
+		t.Fatalf("resources %+v", s.Linux.Resources)
+	}
+	if s.Annotations[annotationOverlay] != "lowerdir=/l,upperdir=/u,workdir=/w" {
+		t.Fatalf("overlay %q", s.Annotations[annotationOverlay])
+	}
+	if !s.Process.NoNewPrivileges || len(s.Process.Capabilities.Bounding) != len(DefaultCapabilities) || contains(s.Process.Capabilities.Bounding, "CAP_SYS_ADMIN") {
+		t.Fatalf("process hardening %+v", s.Process)
+	}
+	if s.Process.Rlimits[0].Type != "RLIMIT_NOFILE" || s.Process.Rlimits[0].Soft != 1024 {
+		t.Fatalf("rlimits %+v", s.Process.Rlimits)
+	}
+	cs.Privileged = true
+	if s, err = BuildSpec(cs, opts); err != nil || hasNamespace(s, specs.UserNamespace) || s.Linux.UIDMappings != nil {
+		t.Fatalf("privileged spec has a user namespace: %v", err)
+	}
+	if _, err := BuildSpec(cs, SpecOptions{RootfsPath: "/r", LowerDir: "/a,b", UpperDir: "/u", WorkDir: "/w"}); !isolation.IsInvalidSpec(err) {
+		t.Fatalf("overlay path with a comma: %v", err)
+	}
+}
+
+func hasNamespace(s *specs.Spec, ns specs.LinuxNamespaceType) bool {
+	for _, n := range s.Linux.Namespaces {
+		if n.Type == ns {
+			return true
+		}
+	}
+	return false
+}
+
+func TestResolveUser(t *testing.T) {
+	passwd := "root:x:0:0:root:/root:/bin/sh\nvcap:x:2000:2000:vcap:/home/vcap:/bin/sh\n"
+	group := "root:x:0:\nvcap:x:2000:\nstaff:x:50:vcap\n"
+	tests := []struct {
+		spec string
+		want ExecUser
+		err  bool
+	}{
+		{"", ExecUser{UID: 0, GID: 0, Name: "root", Home: "/root"}, false},
+		{"vcap", ExecUser{UID: 2000, GID: 2000, Name: "vcap", Home: "/home/vcap", Groups: []uint32{50}}, false},
+		{"2000:50", ExecUser{UID: 2000, GID: 50, Name: "vcap", Home: "/home/vcap"}, false},
+		{"vcap:staff", ExecUser{UID: 2000, GID: 50, Name: "vcap", Home: "/home/vcap"}, false},
+		{"1234", ExecUser{UID: 1234, GID: 1234, Home: "/"}, false},
+		{"nobody", ExecUser{}, true},
+		{"vcap:nogroup", ExecUser{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.spec, func(t *testing.T) {
+			got, err := ResolveUser(tt.spec, strings.NewReader(passwd), strings.NewReader(group))
+			if tt.err {
+				if !isolation.IsInvalidSpec(err) {
+					t.Fatalf("err = %v, want ErrInvalidSpec", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.UID != tt.want.UID || got.GID != tt.want.GID || got.Name != tt.want.Name || got.Home != tt.want.Home || len(got.Groups) != len(tt.want.Groups) {
+				t.Fatalf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
