@@ -29,6 +29,9 @@ func (e *ChecksumError) Error() string {
 	return fmt.Sprintf("checksum mismatch for %s: expected %s %s, got %s", e.URL, e.Algorithm, e.Expected, e.Actual)
 }
 
+// Reason is the failure reason for crash reports and task failures: the same text as Error.
+func (e *ChecksumError) Reason() string { return e.Error() }
+
 // Is makes errors.Is(err, ErrChecksumMismatch) true.
 func (e *ChecksumError) Is(target error) bool { return target == ErrChecksumMismatch }
 
