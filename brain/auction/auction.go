@@ -329,7 +329,7 @@ func (a *auctioneer) classFor(rootfs string, tags []string) *class {
 
 func (a *auctioneer) buildClass(rootfs string, tags []string) *class {
 	c := &class{member: make([]uint64, (len(a.slots)+63)/64)}
-	want, ok := rootFSProvider(rootfs)
+	want, ok := models.RequiredRootFSProvider(rootfs)
 	if !ok {
 		c.err = ErrNoRootFSMatch
 		return c

@@ -5,6 +5,8 @@ import (
 	"math"
 	"slices"
 	"strings"
+
+	"github.com/trellis-run/trellis/bbs/models"
 )
 
 // referenceAuction is the auction written the obvious way: for every piece of work it walks
@@ -96,7 +98,7 @@ func memoryOf(l *LRPWork, t *TaskWork) int32 {
 }
 
 func referencePick(cells []*CellState, rootfs string, tags []string, mem, disk int32, guid string, lrp bool, opts Options) (*CellState, error) {
-	want, ok := rootFSProvider(rootfs)
+	want, ok := models.RequiredRootFSProvider(rootfs)
 	var byRootFS, byTags []*CellState
 	for _, c := range cells {
 		if ok && slices.Contains(c.RootFSProviders, want) {

@@ -3,8 +3,6 @@ package converge
 import (
 	"fmt"
 	"time"
-
-	"github.com/trellis-run/trellis/bbs/models"
 )
 
 // Options are the converger's time limits. A zero field means its DefaultOptions value.
@@ -69,37 +67,4 @@ func (o Options) withDefaults() Options {
 		}
 	}
 	return o
-}
-
-// restartPolicy returns the crash policy of d with every zero field set to Diego's default.
-// It mirrors (*models.RestartPolicy).WithDefaults, which is being added to bbs/models; once
-// that lands this private copy should call it.
-func restartPolicy(d *models.DesiredLRP) models.RestartPolicy {
-	out := models.RestartPolicy{
-		ImmediateRestarts: 2,
-		BackoffBaseMs:     30_000,
-		BackoffMaxMs:      16 * 60_000,
-		MaxRestarts:       200,
-		ResetAfterMs:      5 * 60_000,
-	}
-	p := d.RestartPolicy
-	if p == nil {
-		return out
-	}
-	if p.ImmediateRestarts != 0 {
-		out.ImmediateRestarts = p.ImmediateRestarts
-	}
-	if p.BackoffBaseMs != 0 {
-		out.BackoffBaseMs = p.BackoffBaseMs
-	}
-	if p.BackoffMaxMs != 0 {
-		out.BackoffMaxMs = p.BackoffMaxMs
-	}
-	if p.MaxRestarts != 0 {
-		out.MaxRestarts = p.MaxRestarts
-	}
-	if p.ResetAfterMs != 0 {
-		out.ResetAfterMs = p.ResetAfterMs
-	}
-	return out
 }

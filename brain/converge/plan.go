@@ -411,7 +411,7 @@ func (p *planner) planIndex(k indexKey, g *records) {
 		if o.RunningSince > 0 && o.Since > o.RunningSince {
 			runningFor = time.Duration(o.Since - o.RunningSince)
 		}
-		at, giveUp := NextRestart(restartPolicy(d), o.CrashCount, runningFor, time.Unix(0, o.Since))
+		at, giveUp := NextRestart(d.RestartPolicy.WithDefaults(), o.CrashCount, runningFor, time.Unix(0, o.Since))
 		switch {
 		case giveUp:
 		case at.After(p.now):

@@ -8,7 +8,7 @@ import (
 )
 
 func TestNextRestartDiegoSchedule(t *testing.T) {
-	policy := restartPolicy(&models.DesiredLRP{})
+	policy := models.DefaultRestartPolicy()
 	crashedAt := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	const never = -1
 	tests := []struct {
@@ -47,7 +47,7 @@ func TestNextRestartDiegoSchedule(t *testing.T) {
 }
 
 func TestNextRestartReset(t *testing.T) {
-	policy := restartPolicy(&models.DesiredLRP{})
+	policy := models.DefaultRestartPolicy()
 	crashedAt := time.Unix(1_000_000, 0)
 	tests := []struct {
 		name       string
@@ -74,9 +74,9 @@ func TestNextRestartReset(t *testing.T) {
 }
 
 func TestNextRestartCustomPolicy(t *testing.T) {
-	policy := restartPolicy(&models.DesiredLRP{RestartPolicy: &models.RestartPolicy{
+	policy := (&models.RestartPolicy{
 		ImmediateRestarts: 1, BackoffBaseMs: 1000, BackoffMaxMs: 10_000, MaxRestarts: 7, ResetAfterMs: 60_000,
-	}})
+	}).WithDefaults()
 	crashedAt := time.Unix(0, 0)
 	want := []time.Duration{0, time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 10 * time.Second, 10 * time.Second}
 	for i, w := range want {
@@ -93,7 +93,7 @@ func TestNextRestartCustomPolicy(t *testing.T) {
 		t.Errorf("a crash after more than the custom reset time waits %v, want 0", at.Sub(crashedAt))
 	}
 	// Partial policies take Diego's defaults for the fields left zero.
-	partial := restartPolicy(&models.DesiredLRP{RestartPolicy: &models.RestartPolicy{MaxRestarts: 3}})
+	partial := (&models.RestartPolicy{MaxRestarts: 3}).WithDefaults()
 	if at, giveUp := NextRestart(partial, 3, 0, crashedAt); giveUp || at.Sub(crashedAt) != 30*time.Second {
 		t.Errorf("partial policy crash 3: +%v giveUp=%v, want +30s", at.Sub(crashedAt), giveUp)
 	}
