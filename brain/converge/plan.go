@@ -240,40 +240,26 @@ func Plan(snapshot Snapshot, now time.Time, opts Options) Actions {
 		}
 	}
 
-	groups := make(map[indexKey]*records, len(snapshot.ActualLRPs))
+	// Group the records by process, then walk the processes in guid order and each one's
+	// indices in order (with its missing indices merged in), so the plan comes out sorted.
+	byProcess := make(map[string][]*models.ActualLRP, len(p.desired))
 	for _, a := range snapshot.ActualLRPs {
-		if a == nil {
-			continue
-		}
-		k := indexKey{a.ProcessGuid, a.Index}
-		g := groups[k]
-		if g == nil {
-			g = &records{}
-			groups[k] = g
-		}
-		switch a.Presence {
-		case models.PresenceEvacuating:
-			g.evacuating = a
-		case models.PresenceSuspect:
-			g.suspect = a
-		default:
-			g.ordinary = a
+		if a != nil {
+			byProcess[a.ProcessGuid] = append(byProcess[a.ProcessGuid], a)
 		}
 	}
-
-	p.planMissing(groups)
-	keys := make([]indexKey, 0, len(groups))
-	for k := range groups {
-		keys = append(keys, k)
+	guids := make([]string, 0, len(byProcess)+len(p.desired))
+	for guid := range byProcess {
+		guids = append(guids, guid)
 	}
-	slices.SortFunc(keys, func(x, y indexKey) int {
-		if c := strings.Compare(x.guid, y.guid); c != 0 {
-			return c
+	for guid := range p.desired {
+		if _, ok := byProcess[guid]; !ok {
+			guids = append(guids, guid)
 		}
-		return cmp.Compare(x.index, y.index)
-	})
-	for _, k := range keys {
-		p.planIndex(k, groups[k])
+	}
+	slices.Sort(guids)
+	for _, guid := range guids {
+		p.planProcess(guid, byProcess[guid])
 	}
 
 	tasks := slices.Clone(snapshot.Tasks)
@@ -285,22 +271,48 @@ func Plan(snapshot Snapshot, now time.Time, opts Options) Actions {
 	return p.out
 }
 
-func (p *planner) planMissing(groups map[indexKey]*records) {
-	desired := make([]*models.DesiredLRP, 0, len(p.desired))
-	for _, d := range p.desired {
-		desired = append(desired, d)
+// planProcess plans the indices of one process guid from its records, in any order.
+func (p *planner) planProcess(guid string, actuals []*models.ActualLRP) {
+	slices.SortFunc(actuals, func(x, y *models.ActualLRP) int { return cmp.Compare(x.Index, y.Index) })
+	d := p.desired[guid]
+	var instances int32
+	if d != nil {
+		instances = d.Instances
 	}
-	slices.SortFunc(desired, func(x, y *models.DesiredLRP) int { return strings.Compare(x.ProcessGuid, y.ProcessGuid) })
-	for _, d := range desired {
-		for i := range d.Instances {
-			if g := groups[indexKey{d.ProcessGuid, i}]; g == nil || g.ordinary == nil {
-				p.out.Create = append(p.out.Create, Creation{
-					Key:     models.ActualLRPKey{ProcessGuid: d.ProcessGuid, Index: i, Domain: d.Domain},
-					Desired: d,
-				})
-			}
+	next := int32(0) // the lowest desired index not yet looked at
+	create := func(upTo int32) {
+		for ; next < upTo; next++ {
+			p.out.Create = append(p.out.Create, Creation{
+				Key:     models.ActualLRPKey{ProcessGuid: guid, Index: next, Domain: d.Domain},
+				Desired: d,
+			})
 		}
 	}
+	for i := 0; i < len(actuals); {
+		index := actuals[i].Index
+		var g records
+		for ; i < len(actuals) && actuals[i].Index == index; i++ {
+			switch a := actuals[i]; a.Presence {
+			case models.PresenceEvacuating:
+				g.evacuating = a
+			case models.PresenceSuspect:
+				g.suspect = a
+			default:
+				g.ordinary = a
+			}
+		}
+		if index >= 0 {
+			create(min(index, instances))
+			if index < instances {
+				if g.ordinary == nil {
+					create(index + 1)
+				}
+				next = max(next, index+1)
+			}
+		}
+		p.planIndex(indexKey{guid, index}, &g)
+	}
+	create(instances)
 }
 
 func ref(a *models.ActualLRP) LRPRef {
@@ -336,7 +348,7 @@ func (p *planner) deadline(t time.Time) {
 
 func (p *planner) planIndex(k indexKey, g *records) {
 	d := p.desired[k.guid]
-	if d == nil || k.index >= d.Instances {
+	if d == nil || k.index < 0 || k.index >= d.Instances {
 		domain := ""
 		for _, a := range []*models.ActualLRP{g.ordinary, g.evacuating, g.suspect} {
 			if a != nil {
