@@ -465,11 +465,13 @@ func TestUpload(t *testing.T) {
 		t.Fatalf("upload: %v", err)
 	}
 	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	if got := string(srv.puts["/file"]); got != "compressed bits" || srv.types["/file"] != "application/octet-stream" {
-		t.Errorf("file upload = %q (%s), want the file's content as octet-stream", got, srv.types["/file"])
+	file, fileType := string(srv.puts["/file"]), srv.types["/file"]
+	dir, dirType := srv.puts["/dir"], srv.types["/dir"]
+	srv.mu.Unlock()
+	if file != "compressed bits" || fileType != "application/octet-stream" {
+		t.Errorf("file upload = %q (%s), want the file's content as octet-stream", file, fileType)
 	}
-	tr := tar.NewReader(bytes.NewReader(srv.puts["/dir"]))
+	tr := tar.NewReader(bytes.NewReader(dir))
 	var names []string
 	for {
 		hdr, err := tr.Next()
@@ -478,15 +480,23 @@ func TestUpload(t *testing.T) {
 		}
 		names = append(names, hdr.Name)
 	}
-	if !slices.Contains(names, "d/a.txt") || srv.types["/dir"] != "application/x-tar" {
-		t.Errorf("directory upload members %v (%s), want a tar holding d/a.txt", names, srv.types["/dir"])
+	if !slices.Contains(names, "d/a.txt") || dirType != "application/x-tar" {
+		t.Errorf("directory upload members %v (%s), want a tar holding d/a.txt", names, dirType)
 	}
-	srv.mu.Unlock()
 	err := r.Run(ctx, up("/out/missing", srv.URL+"/m"))
-	srv.mu.Lock()
 	if !errors.Is(err, ErrUpload) || !isolation.IsNotFound(err) {
 		t.Errorf("upload of a missing path = %v, want ErrUpload wrapping ErrNotFound", err)
 	}
+	t.Run("server refuses", func(t *testing.T) {
+		refusing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "no", http.StatusForbidden)
+		}))
+		defer refusing.Close()
+		err := r.Run(ctx, up("/out/droplet.tgz", refusing.URL+"/x?token=secret"))
+		if !errors.Is(err, ErrUpload) || !strings.Contains(err.Error(), "403") || strings.Contains(err.Error(), "secret") {
+			t.Errorf("err = %v, want ErrUpload naming the 403 without the query", err)
+		}
+	})
 }
 
 func TestNestedTreeAndProcessIDs(t *testing.T) {
