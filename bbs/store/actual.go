@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -459,6 +460,7 @@ func (s *Store) CrashActualLRP(ctx context.Context, key models.ActualLRPKey, ins
 		return nil, err
 	}
 	what := "crash " + actualName(key, models.PresenceOrdinary)
+	resetAfter := s.crashResetAfter(ctx, key.ProcessGuid)
 	return s.transitionActual(ctx, what, key, "", 0,
 		func(r indexRecords, _ *models.ActualLRP) ([]change, *models.ActualLRP, error) {
 			cur := r.ordinary
@@ -475,12 +477,28 @@ func (s *Store) CrashActualLRP(ctx context.Context, key models.ActualLRPKey, ins
 					fmt.Sprintf("held by instance %q on cell %q, not %q on %q", cur.InstanceGuid, cur.CellID, instanceKey.InstanceGuid, instanceKey.CellID))
 			}
 			n := s.withState(cur, models.ActualLRPStateCrashed)
-			n.CrashCount++
+			// A crash after a long healthy run starts the restart policy afresh (Diego's rule),
+			// so the next quick crash does not back off from an old, high count.
+			if cur.State == models.ActualLRPStateRunning && cur.RunningSince > 0 && n.Since-cur.RunningSince > resetAfter.Nanoseconds() {
+				n.CrashCount = 1
+			} else {
+				n.CrashCount++
+			}
 			n.CrashReason = reason
 			n.ActualLRPInstanceKey = models.ActualLRPInstanceKey{}
 			n.ActualLRPNetInfo = models.ActualLRPNetInfo{}
 			return []change{{before: cur, after: n, actor: &instanceKey}}, n, nil
 		})
+}
+
+// crashResetAfter is how long an instance of processGuid must have been RUNNING for a crash to
+// reset its crash count: the DesiredLRP's restart policy, or the default when it cannot be read.
+func (s *Store) crashResetAfter(ctx context.Context, processGuid string) time.Duration {
+	var policy *models.RestartPolicy
+	if d, err := s.DesiredLRP(ctx, processGuid); err == nil {
+		policy = d.RestartPolicy
+	}
+	return time.Duration(policy.WithDefaults().ResetAfterMs) * time.Millisecond
 }
 
 // RejectActualLRP: the cell cellID cannot run the UNCLAIMED instance placed on it.

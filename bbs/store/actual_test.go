@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/trellis-run/trellis/bbs/models"
 	"github.com/trellis-run/trellis/bbs/store"
@@ -346,5 +348,45 @@ func TestExpectRevisionRace(t *testing.T) {
 	}
 	if wins != 1 {
 		t.Fatalf("%d placements won, want exactly 1", wins)
+	}
+}
+
+// TestCrashCountResetsAfterLongRun: a crash after more than the restart policy's reset window
+// RUNNING counts as the first crash again; a quick crash adds one.
+func TestCrashCountResetsAfterLongRun(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	var clock atomic.Int64
+	clock.Store(now.UnixNano())
+	s := store.New(shared.Client(), store.Options{
+		Prefix: fmt.Sprintf("/test/crash-reset-%d/", prefixes.Add(1)),
+		Now:    func() time.Time { return time.Unix(0, clock.Load()) },
+	})
+	ctx := ctxT(t)
+	lrp := desiredLRP("web", 1)
+	lrp.RestartPolicy = &models.RestartPolicy{ResetAfterMs: 60_000}
+	must[*models.DesiredLRP](t)(s.DesireLRP(ctx, lrp))
+	key := lrpKey("web", 0)
+
+	crashAfter := func(guid string, ran time.Duration) int32 {
+		t.Helper()
+		ik := claimAndStart(t, s, key, "cell-a", guid)
+		clock.Add(ran.Nanoseconds())
+		crashed := must[*models.ActualLRP](t)(s.CrashActualLRP(ctx, key, ik, "exited with status 1"))
+		must[*models.ActualLRP](t)(s.RestartActualLRP(ctx, key, crashed.Revision))
+		return crashed.CrashCount
+	}
+	for i, tc := range []struct {
+		ran  time.Duration
+		want int32
+	}{
+		{time.Second, 1},
+		{time.Second, 2},
+		{59 * time.Second, 3},
+		{61 * time.Second, 1}, // over the 60 s window: the count starts again
+		{time.Second, 2},
+	} {
+		if got := crashAfter(fmt.Sprintf("i-%d", i), tc.ran); got != tc.want {
+			t.Errorf("crash %d after running %s: crash_count %d, want %d", i+1, tc.ran, got, tc.want)
+		}
 	}
 }
