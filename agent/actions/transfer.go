@@ -29,7 +29,7 @@ func checkStreamUser(action, user string) error {
 }
 
 func (r *Runner) download(ctx context.Context, d *models.DownloadAction) error {
-	what := fmt.Sprintf("download %s to %s", d.From, d.To)
+	what := fmt.Sprintf("download %s to %s", redactURL(d.From), d.To)
 	if err := checkStreamUser(what, d.User); err != nil {
 		return err
 	}
@@ -181,6 +181,10 @@ func (r *Runner) upload(ctx context.Context, u *models.UploadAction) error {
 	}
 	resp, err := client.Do(req)
 	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err // its text repeats the whole URL
+		}
 		return r.transferError(ctx, what, ErrUpload, err)
 	}
 	defer resp.Body.Close()

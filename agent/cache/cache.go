@@ -146,7 +146,7 @@ func (c *Cache) Fetch(ctx context.Context, rawURL, cacheKey, checksumAlg, checks
 			select {
 			case <-cl.done:
 			case <-ctx.Done():
-				return nil, 0, fmt.Errorf("fetch %s: waiting for the download in progress: %w", rawURL, ctx.Err())
+				return nil, 0, fmt.Errorf("fetch %s: waiting for the download in progress: %w", redact(rawURL), ctx.Err())
 			}
 			// The same request failing for a reason of its own (not the cancellation of the
 			// Fetch that ran it) fails this one too: trying again would fail alike.
@@ -178,7 +178,7 @@ func (c *Cache) fill(ctx context.Context, key, rawURL, alg, want string) (io.Rea
 		return nil, 0, err
 	}
 	if dl.size > c.cfg.MaxBytes {
-		c.log.Info("artifact larger than the cache, not caching it", "url", rawURL, "bytes", dl.size, "max_bytes", c.cfg.MaxBytes)
+		c.log.Info("artifact larger than the cache, not caching it", "url", redact(rawURL), "bytes", dl.size, "max_bytes", c.cfg.MaxBytes)
 		return dl.openTemp()
 	}
 	e, err := c.store(key, rawURL, dl)
@@ -215,11 +215,11 @@ func (c *Cache) store(key, rawURL string, dl *downloaded) (*entry, error) {
 	}
 	blob := filepath.Join(c.cfg.Dir, blobsDir, meta.Blob)
 	if err := os.Rename(dl.path, blob); err != nil {
-		return nil, fmt.Errorf("store %s in the cache: %w", rawURL, err)
+		return nil, fmt.Errorf("store %s in the cache: %w", redact(rawURL), err)
 	}
 	if err := writeMetadata(filepath.Join(c.cfg.Dir, tmpDir), c.metaPath(id), meta); err != nil {
 		os.Remove(blob)
-		return nil, fmt.Errorf("store %s in the cache: %w", rawURL, err)
+		return nil, fmt.Errorf("store %s in the cache: %w", redact(rawURL), err)
 	}
 	e := &entry{meta: meta, lastUsed: time.Now(), refs: 1}
 
@@ -231,7 +231,7 @@ func (c *Cache) store(key, rawURL string, dl *downloaded) (*entry, error) {
 	}
 	c.entries[key] = e
 	c.bytes += e.meta.Size
-	c.log.Debug("cached artifact", "key", key, "url", rawURL, "bytes", e.meta.Size)
+	c.log.Debug("cached artifact", "key", key, "url", redact(rawURL), "bytes", e.meta.Size)
 	c.evictLocked()
 	return e, nil
 }
@@ -248,7 +248,7 @@ func (c *Cache) openEntry(e *entry) (io.ReadCloser, error) {
 			c.dropLocked(e, true)
 		}
 		c.mu.Unlock()
-		return nil, fmt.Errorf("open cached %s: %w", e.meta.URL, err)
+		return nil, fmt.Errorf("open cached %s: %w", redact(e.meta.URL), err)
 	}
 	now := time.Now()
 	// The modification time is the last use when the index is rebuilt; failing to record
@@ -356,10 +356,10 @@ func (e *entry) matches(rawURL, alg, want string) bool {
 func checkRequest(rawURL, alg, value string) (string, string, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return "", "", fmt.Errorf("fetch %q: %w: %v", rawURL, ErrInvalid, err)
+		return "", "", fmt.Errorf("fetch %q: %w: %v", redact(rawURL), ErrInvalid, err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", "", fmt.Errorf("fetch %q: %w: want an absolute http or https URL", rawURL, ErrInvalid)
+		return "", "", fmt.Errorf("fetch %q: %w: want an absolute http or https URL", redact(rawURL), ErrInvalid)
 	}
 	hexLen := 0
 	switch alg {
@@ -368,12 +368,12 @@ func checkRequest(rawURL, alg, value string) (string, string, error) {
 	case "sha1":
 		hexLen = 40
 	default:
-		return "", "", fmt.Errorf("fetch %s: checksum algorithm %q: %w: want sha256 or sha1", rawURL, alg, ErrInvalid)
+		return "", "", fmt.Errorf("fetch %s: checksum algorithm %q: %w: want sha256 or sha1", redact(rawURL), alg, ErrInvalid)
 	}
 	value = strings.ToLower(value)
 	if value != "" {
 		if _, err := hex.DecodeString(value); err != nil || len(value) != hexLen {
-			return "", "", fmt.Errorf("fetch %s: %s checksum %q: %w: want %d hex digits", rawURL, alg, value, ErrInvalid, hexLen)
+			return "", "", fmt.Errorf("fetch %s: %s checksum %q: %w: want %d hex digits", redact(rawURL), alg, value, ErrInvalid, hexLen)
 		}
 	}
 	return alg, value, nil

@@ -402,3 +402,19 @@ func TestFetchErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestErrorsLeaveOutURLSecrets(t *testing.T) {
+	srv := newServer(t, map[string][]byte{"/x": []byte("x")})
+	c := newCache(t, t.TempDir(), 1<<20)
+	ctx := context.Background()
+	for _, u := range []string{
+		srv.URL + "/x?signature=secret",
+		srv.URL + "/missing?signature=secret",
+		"http://user:secret@127.0.0.1:1/refused",
+	} {
+		_, _, err := c.Fetch(ctx, u, "", "sha256", strings.Repeat("0", 64))
+		if err == nil || strings.Contains(err.Error(), "secret") {
+			t.Errorf("Fetch(%s) = %v, want an error without the secret", u, err)
+		}
+	}
+}

@@ -6,9 +6,11 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -26,26 +28,31 @@ type downloaded struct {
 // download GETs rawURL into a temporary file, hashing it on the way, and verifies it against
 // want (a digest of alg) when set. On error nothing is left behind.
 func (c *Cache) download(ctx context.Context, rawURL, alg, want string) (*downloaded, error) {
+	shown := redact(rawURL)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 	if err != nil {
-		return nil, fmt.Errorf("download %s: %w: %v", rawURL, ErrInvalid, err)
+		return nil, fmt.Errorf("download %s: %w: %v", shown, ErrInvalid, err)
 	}
 	c.downloads.Add(1)
-	c.log.Debug("downloading", "url", rawURL)
+	c.log.Debug("downloading", "url", shown)
 	resp, err := c.client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("download %s: %w", rawURL, ctx.Err())
+			return nil, fmt.Errorf("download %s: %w", shown, ctx.Err())
 		}
-		return nil, fmt.Errorf("download %s: %w: %v", rawURL, ErrDownload, err)
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err // its text repeats the whole URL
+		}
+		return nil, fmt.Errorf("download %s: %w: %v", shown, ErrDownload, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, fmt.Errorf("download %s: %w: unexpected HTTP status %s", rawURL, ErrDownload, resp.Status)
+		return nil, fmt.Errorf("download %s: %w: unexpected HTTP status %s", shown, ErrDownload, resp.Status)
 	}
 	f, err := os.CreateTemp(filepath.Join(c.cfg.Dir, tmpDir), "download-*")
 	if err != nil {
-		return nil, fmt.Errorf("download %s: %w", rawURL, err)
+		return nil, fmt.Errorf("download %s: %w", shown, err)
 	}
 	dl := &downloaded{
 		path:         f.Name(),
@@ -63,15 +70,15 @@ func (c *Cache) download(ctx context.Context, rawURL, alg, want string) (*downlo
 	n, err := io.Copy(io.MultiWriter(f, h256, h1), resp.Body)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("download %s: %w", rawURL, ctx.Err())
+			return nil, fmt.Errorf("download %s: %w", shown, ctx.Err())
 		}
-		return nil, fmt.Errorf("download %s: %w: after %d bytes: %v", rawURL, ErrDownload, n, err)
+		return nil, fmt.Errorf("download %s: %w: after %d bytes: %v", shown, ErrDownload, n, err)
 	}
 	if err := f.Sync(); err != nil {
-		return nil, fmt.Errorf("download %s: sync %s: %w", rawURL, dl.path, err)
+		return nil, fmt.Errorf("download %s: sync %s: %w", shown, dl.path, err)
 	}
 	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("download %s: close %s: %w", rawURL, dl.path, err)
+		return nil, fmt.Errorf("download %s: close %s: %w", shown, dl.path, err)
 	}
 	dl.size = n
 	dl.sha256 = hex.EncodeToString(h256.Sum(nil))

@@ -3,6 +3,7 @@ package cache
 import (
 	"errors"
 	"fmt"
+	"net/url"
 )
 
 // Sentinel error classes, wrapped with %w and a message saying what and why.
@@ -18,7 +19,7 @@ var (
 
 // ChecksumError reports downloaded content that does not match its expected checksum.
 type ChecksumError struct {
-	URL       string
+	URL       string // as requested; Error leaves out its credentials and query
 	Algorithm string // "sha256" or "sha1"
 	Expected  string // lower-case hex
 	Actual    string // lower-case hex
@@ -26,7 +27,7 @@ type ChecksumError struct {
 
 // Error is "checksum mismatch for <url>: expected sha256 <x>, got <y>".
 func (e *ChecksumError) Error() string {
-	return fmt.Sprintf("checksum mismatch for %s: expected %s %s, got %s", e.URL, e.Algorithm, e.Expected, e.Actual)
+	return fmt.Sprintf("checksum mismatch for %s: expected %s %s, got %s", redact(e.URL), e.Algorithm, e.Expected, e.Actual)
 }
 
 // Reason is the failure reason for crash reports and task failures: the same text as Error.
@@ -43,3 +44,16 @@ func IsDownload(err error) bool { return errors.Is(err, ErrDownload) }
 
 // IsChecksumMismatch reports whether err is or wraps ErrChecksumMismatch.
 func IsChecksumMismatch(err error) bool { return errors.Is(err, ErrChecksumMismatch) }
+
+// redact drops the credentials and query of a URL for messages: artifact URLs are often
+// signed, and errors end up in crash reports and logs.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<malformed URL>"
+	}
+	u.User = nil
+	u.RawQuery = ""
+	u.Fragment = ""
+	return u.String()
+}
