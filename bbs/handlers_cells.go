@@ -8,6 +8,7 @@ import (
 	"github.com/trellis-run/trellis/bbs/certs"
 	"github.com/trellis-run/trellis/bbs/client"
 	"github.com/trellis-run/trellis/bbs/models"
+	"github.com/trellis-run/trellis/bbs/store"
 )
 
 // minPresenceTTL is the shortest presence lease a heartbeat may ask for (etcd's lease floor).
@@ -171,5 +172,20 @@ func (s *Server) lockOwner(w http.ResponseWriter, r *http.Request, _ certs.Ident
 		return err
 	}
 	s.writeJSON(w, http.StatusOK, client.LockResponse{Name: name, Owner: owner})
+	return nil
+}
+
+// drainCell asks a present cell to drain (operator): its presence is marked draining, so the
+// auctioneer skips it, and its agent evacuates on seeing the change. Answers the presence.
+func (s *Server) drainCell(w http.ResponseWriter, r *http.Request, _ certs.Identity) error {
+	d, ok := s.store.(store.CellDrainer)
+	if !ok {
+		return reqErr(models.ErrNotFound, "this BBS's store cannot drain cells")
+	}
+	c, err := d.DrainCell(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	s.writeJSON(w, http.StatusOK, c)
 	return nil
 }

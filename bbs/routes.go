@@ -69,6 +69,7 @@ func (s *Server) routes() *http.ServeMux {
 	s.handle(mux, "GET /v1/cells/{id}", anyRole, s.cell)
 	s.handle(mux, "PUT /v1/cells/{id}/presence", allowCell, s.heartbeat)
 	s.handle(mux, "DELETE /v1/cells/{id}", anyRole, s.removeCell)
+	s.handle(mux, "POST /v1/cells/{id}/drain", allowOperator, s.drainCell)
 
 	s.handle(mux, "PUT /v1/domains/{name}", allowOperator, s.upsertDomain)
 	s.handle(mux, "GET /v1/domains", anyRole, s.domains)

@@ -252,3 +252,37 @@ func TestMutualTLS(t *testing.T) {
 		})
 	}
 }
+
+func TestIssueAgentServer(t *testing.T) {
+	p, err := EnsureDevPKI(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := p.IssueAgentServer("cell-7", []string{"cell7.example", "10.0.0.7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Base(f.CertFile) != "cell-cell-7-api.crt" {
+		t.Errorf("cert file = %s", f.CertFile)
+	}
+	kp, err := LoadKeyPair(f.CertFile, f.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := LoadCertPool(p.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"cell7.example", "10.0.0.7", "127.0.0.1", "localhost"} {
+		if _, err := kp.Cert.Verify(x509.VerifyOptions{Roots: pool, DNSName: name, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+			t.Errorf("agent certificate does not verify as server %s: %v", name, err)
+		}
+	}
+	again, err := p.IssueAgentServer("cell-7", []string{"cell7.example"})
+	if err != nil || again != f {
+		t.Fatalf("second IssueAgentServer = %+v, %v", again, err)
+	}
+	if _, err := p.IssueAgentServer("bad/id", nil); !errors.Is(err, ErrInvalidIdentity) {
+		t.Fatalf("IssueAgentServer(bad/id) = %v, want ErrInvalidIdentity", err)
+	}
+}

@@ -339,6 +339,18 @@ func (c *Client) RemoveCell(ctx context.Context, cellID string) error {
 	return c.do(ctx, request{method: http.MethodDelete, path: "/v1/cells/" + seg(cellID)}, nil)
 }
 
+// DrainCell (operator) asks a present cell to drain and returns its presence, now draining.
+// Errors: NotFound (the cell is not present), Forbidden.
+func (c *Client) DrainCell(ctx context.Context, cellID string) (*models.CellPresence, error) {
+	var out models.CellPresence
+	if err := c.do(ctx, request{method: http.MethodPost, path: "/v1/cells/" + seg(cellID) + "/drain", body: EmptyRequest{}}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+var _ store.CellDrainer = (*Client)(nil)
+
 // ---- Domains ----
 
 // UpsertDomain (operator) marks name fresh for ttl (0 = forever), rounded down to seconds.

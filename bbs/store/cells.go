@@ -90,7 +90,8 @@ func (s *Store) putUnderNewLease(ctx context.Context, what, key, val string, kv 
 // (etcd's per-key lease), so any BBS replica can serve any heartbeat: an existing lease is
 // renewed with KeepAliveOnce, a missing or expired one replaced by a new lease of ttl
 // (rounded up to whole seconds). An unchanged presence is not rewritten, so steady heartbeats
-// cost one lease renewal and produce no events; a changed one produces cell_changed.
+// cost one lease renewal and produce no events; a changed one produces cell_changed. A cell
+// drained with DrainCell stays draining for its lease whatever the heartbeat says.
 func (s *Store) Heartbeat(ctx context.Context, presence *models.CellPresence, ttl time.Duration) error {
 	if err := presence.Validate(); err != nil {
 		return err
@@ -117,6 +118,13 @@ func (s *Store) Heartbeat(ctx context.Context, presence *models.CellPresence, tt
 				return false, err
 			}
 			if alive {
+				b, val := b, val
+				if p := keepDraining(presence, kv.Value); p != presence {
+					if b, err = json.Marshal(p); err != nil {
+						return false, fmt.Errorf("encode cell presence: %w", err)
+					}
+					val = string(b)
+				}
 				if bytes.Equal(kv.Value, b) {
 					return true, nil
 				}

@@ -174,3 +174,34 @@ func TestLocks(t *testing.T) {
 		t.Fatalf("owner %q, want c", o)
 	}
 }
+
+// TestDrainCell: DrainCell marks a present cell draining under its lease, later heartbeats do
+// not clear it, and an absent cell is NotFound.
+func TestDrainCell(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := ctxT(t)
+
+	_, err := s.DrainCell(ctx, "absent")
+	wantErr(t, err, models.ErrNotFound, "drain an absent cell")
+	wantErr(t, s.Heartbeat(ctx, cell("c1"), time.Minute), nil, "heartbeat")
+	got, err := s.DrainCell(ctx, "c1")
+	wantErr(t, err, nil, "drain")
+	if !got.Draining {
+		t.Fatalf("DrainCell = %+v, want draining", got)
+	}
+	rev := must[int64](t)(s.Revision(ctx))
+	wantErr(t, s.Heartbeat(ctx, cell("c1"), time.Minute), nil, "heartbeat after the drain")
+	if c := must[*models.CellPresence](t)(s.Cell(ctx, "c1")); !c.Draining {
+		t.Fatalf("Cell after a heartbeat = %+v, want still draining", c)
+	}
+	if r := must[int64](t)(s.Revision(ctx)); r != rev {
+		t.Fatalf("a heartbeat of a drained cell wrote (revision %d → %d)", rev, r)
+	}
+	// The drain lasts for the lease only: a removed cell comes back ready.
+	wantErr(t, s.RemoveCell(ctx, "c1"), nil, "remove")
+	wantErr(t, s.Heartbeat(ctx, cell("c1"), time.Minute), nil, "heartbeat under a new lease")
+	if c := must[*models.CellPresence](t)(s.Cell(ctx, "c1")); c.Draining {
+		t.Fatalf("Cell under a new lease = %+v, want not draining", c)
+	}
+}
