@@ -1,0 +1,67 @@
+package agent
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/trellis-run/trellis/bbs/models"
+)
+
+// Presence returns what the cell announces now.
+func (a *Agent) Presence() *models.CellPresence {
+	avail := a.ledger.available()
+	a.mu.Lock()
+	draining, addr := a.draining, a.advertise
+	a.mu.Unlock()
+	return &models.CellPresence{
+		CellID:                a.cfg.CellID,
+		Zone:                  a.cfg.Zone,
+		Address:               addr,
+		OS:                    a.os,
+		Capacity:              a.cap,
+		RootFSProviders:       a.cfg.providers(),
+		PlacementTags:         slices.Clone(a.cfg.PlacementTags),
+		OptionalPlacementTags: slices.Clone(a.cfg.OptionalPlacementTags),
+		Draining:              draining,
+		Available:             &avail,
+	}
+}
+
+// heartbeatNow asks the presence loop for a heartbeat without waiting for the next tick.
+func (a *Agent) heartbeatNow() {
+	select {
+	case a.beat <- struct{}{}:
+	default:
+	}
+}
+
+// presenceLoop heartbeats every third of the presence TTL (and when asked) until ctx ends.
+// A failed heartbeat is retried at the next tick; the lease outlives two missed ones.
+func (a *Agent) presenceLoop(ctx context.Context) {
+	ttl := time.Duration(a.cfg.PresenceTTL)
+	t := time.NewTicker(ttl / 3)
+	defer t.Stop()
+	failing := false
+	for {
+		hctx, cancel := context.WithTimeout(ctx, ttl/3)
+		err := a.store.Heartbeat(hctx, a.Presence(), ttl)
+		cancel()
+		switch {
+		case err != nil && ctx.Err() == nil:
+			if !failing {
+				a.log.Warn("heartbeat failed; retrying", "error", err)
+			}
+			failing = true
+		case err == nil && failing:
+			a.log.Info("heartbeat succeeded again")
+			failing = false
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-a.beat:
+		}
+	}
+}
