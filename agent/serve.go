@@ -7,8 +7,8 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/trellis-run/trellis/bbs/client"
 	"github.com/trellis-run/trellis/bbs/certs"
+	"github.com/trellis-run/trellis/bbs/client"
 )
 
 // drainGrace is what Serve allows a drain beyond EvacuationTimeout (tasks finishing, the last
