@@ -500,7 +500,11 @@ func (d *jobDriver) metrics(ctx context.Context, rec *containerRecord) (isolatio
 	var acct jobBasicAndIOAccountingInformation
 	if err := windows.QueryInformationJobObject(job, windows.JobObjectBasicAndIoAccountingInformation,
 		uintptr(unsafe.Pointer(&acct)), uint32(unsafe.Sizeof(acct)), nil); err != nil {
-		return isolation.Metrics{}, fmt.Errorf("job accounting: %w", err)
+		// Wine implements only the basic class; the I/O counters are not reported anyway.
+		if err := windows.QueryInformationJobObject(job, windows.JobObjectBasicAccountingInformation,
+			uintptr(unsafe.Pointer(&acct.BasicInfo)), uint32(unsafe.Sizeof(acct.BasicInfo)), nil); err != nil {
+			return isolation.Metrics{}, fmt.Errorf("job accounting: %w", err)
+		}
 	}
 	var ext windows.JOBOBJECT_EXTENDED_LIMIT_INFORMATION
 	if err := windows.QueryInformationJobObject(job, windows.JobObjectExtendedLimitInformation,
