@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/trellis-run/trellis/agent/actions"
+	"github.com/trellis-run/trellis/agent/health"
 	"github.com/trellis-run/trellis/agent/logs"
 	"github.com/trellis-run/trellis/bbs/models"
 	"github.com/trellis-run/trellis/isolation"
@@ -183,7 +186,16 @@ func (a *Agent) superviseLRP(c *container, cont isolation.Container, desired *mo
 		go func() { actionDone <- r.Run(c.stopCtx, desired.Action) }()
 	}
 
-	probe := newProber(desired.CheckDefinition, checkAddress(info.HostIP, info.ContainerIP, net.Ports), sk.health)
+	checker, err := health.NewChecker(health.Config{
+		Resolve: checkAddress(info.HostIP, info.ContainerIP, net.Ports), Sink: sk.health, Logger: log,
+		StartupInterval: health.DefaultStartupInterval, Interval: health.DefaultInterval,
+		Timeout: health.DefaultTimeout, FailureThreshold: health.DefaultFailureThreshold,
+	})
+	if err != nil {
+		a.endLRP(c, cont, "invalid health check: "+err.Error(), actionDone, log)
+		return
+	}
+	hasChecks := desired.CheckDefinition != nil && len(desired.CheckDefinition.Checks) > 0
 	startTimeout := time.Duration(desired.StartTimeoutMs) * time.Millisecond
 	if startTimeout <= 0 {
 		startTimeout = defaultStartTimeout
@@ -191,7 +203,13 @@ func (a *Agent) superviseLRP(c *container, cont isolation.Container, desired *mo
 	hctx, hcancel := context.WithCancel(c.stopCtx)
 	defer hcancel()
 	healthy := make(chan error, 1)
-	go func() { healthy <- probe.waitHealthy(hctx, startTimeout) }()
+	go func() {
+		if !hasChecks {
+			healthy <- nil
+			return
+		}
+		healthy <- checker.WaitHealthy(hctx, desired.CheckDefinition, startTimeout)
+	}()
 	select {
 	case err := <-actionDone:
 		a.endLRP(c, cont, a.exitReason(cont, err), nil, log)
@@ -230,7 +248,14 @@ func (a *Agent) superviseLRP(c *container, cont isolation.Container, desired *mo
 	}
 
 	live := make(chan error, 1)
-	go func() { live <- probe.monitor(hctx) }()
+	go func() {
+		if !hasChecks {
+			<-hctx.Done()
+			live <- hctx.Err()
+			return
+		}
+		live <- checker.Monitor(hctx, desired.CheckDefinition)
+	}()
 	select {
 	case err := <-actionDone:
 		a.endLRP(c, cont, a.exitReason(cont, err), nil, log)
@@ -330,9 +355,6 @@ func (a *Agent) failureReason(cont isolation.Container, err error) string {
 	if (errors.As(err, &exit) && exit.OutOfMemory) || hasEvent(context.Background(), cont, isolation.EventOutOfMemory) {
 		return ReasonOutOfMemory
 	}
-	if errors.Is(err, errUnhealthy) {
-		return err.Error()
-	}
 	return actions.Reason(err)
 }
 
@@ -385,6 +407,27 @@ func waitRecorded(ctx context.Context, cont isolation.Container, first bool) err
 		return &actions.ExitError{Path: "process " + r.id, Status: r.status}
 	}
 	return nil
+}
+
+// defaultStartTimeout bounds the startup checks of an LRP without start_timeout_ms.
+const defaultStartTimeout = 60 * time.Second
+
+// checkAddress returns how a check reaches a container port: the container's own address when
+// it has one (checks run against the instance, as Diego's run inside the container), else the
+// host address of the port's mapping.
+func checkAddress(hostIP, containerIP string, ports []models.PortMapping) func(uint32) (string, error) {
+	return func(port uint32) (string, error) {
+		p := strconv.FormatUint(uint64(port), 10)
+		if containerIP != "" {
+			return net.JoinHostPort(containerIP, p), nil
+		}
+		for _, m := range ports {
+			if m.ContainerPort == port {
+				return net.JoinHostPort(hostIP, strconv.FormatUint(uint64(m.HostPort), 10)), nil
+			}
+		}
+		return "", fmt.Errorf("port %d is not mapped and the container has no address of its own", port)
+	}
 }
 
 // limits translates a work's resources into container limits.

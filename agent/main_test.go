@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-run/trellis/agent/logs"
 	"github.com/trellis-run/trellis/bbs/certs"
 	"github.com/trellis-run/trellis/bbs/client"
 	"github.com/trellis-run/trellis/bbs/models"
@@ -72,6 +73,7 @@ var (
 	sharedOnce sync.Once
 	sharedErr  error
 	seq        atomic.Int64
+	backendSeq atomic.Int64
 )
 
 func testBBS(t *testing.T) *bbsEnv {
@@ -159,7 +161,8 @@ func (e *bbsEnv) testConfig(t *testing.T, cellID string) Config {
 type running struct {
 	*Agent
 	cancel context.CancelFunc
-	done   chan error
+	exited chan struct{} // closed when Run has returned
+	err    error         // what Run returned
 }
 
 // stop ends Run (containers keep running) and waits for it.
@@ -167,9 +170,9 @@ func (r *running) stop(t *testing.T) {
 	t.Helper()
 	r.cancel()
 	select {
-	case err := <-r.done:
-		if err != nil {
-			t.Errorf("Run: %v", err)
+	case <-r.exited:
+		if r.err != nil {
+			t.Errorf("Run: %v", r.err)
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run did not return after its context ended")
@@ -185,12 +188,15 @@ func startAgent(t *testing.T, e *bbsEnv, cfg Config, backend isolation.Backend) 
 		t.Fatalf("New: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{Agent: a, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- a.Run(ctx) }()
+	r := &running{Agent: a, cancel: cancel, exited: make(chan struct{})}
+	go func() {
+		r.err = a.Run(ctx)
+		close(r.exited)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-r.done:
+		case <-r.exited:
 		case <-time.After(30 * time.Second):
 			t.Error("Run did not return at cleanup")
 		}
@@ -236,6 +242,10 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 func memoryBackend(t *testing.T) *isolationtest.Memory {
 	t.Helper()
 	mc := isolationtest.DefaultMemoryConfig()
+	// Container addresses are real loopback addresses the test programs listen on: give
+	// every backend of the process a subnet of its own.
+	n := backendSeq.Add(1)
+	mc.ContainerSubnet = fmt.Sprintf("127.%d.%d.0/24", 100+(os.Getpid()+int(n))/250%100, (os.Getpid()+int(n))%250)
 	m, err := isolationtest.NewMemory(mc)
 	if err != nil {
 		t.Fatal(err)
@@ -309,3 +319,9 @@ func waitTask(t *testing.T, c store.Interface, guid string, timeout time.Duratio
 	})
 	return task
 }
+
+func storeFilter(guid string, index *int32) store.ActualLRPFilter {
+	return store.ActualLRPFilter{ProcessGuid: guid, Index: index}
+}
+
+func logsInstance(key string, index int) logs.Instance { return logs.Instance{Key: key, Index: index} }

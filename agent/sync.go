@@ -198,7 +198,7 @@ func (a *Agent) reconcileOnce(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if cell, err := a.store.Cell(ctx, a.cfg.CellID); err == nil && cell.Draining {
+	if cell, err := a.store.Cell(ctx, a.cfg.CellID); err == nil && cell.Draining && !a.Draining() {
 		a.log.Info("the cell's presence says draining")
 		a.Drain()
 	}
