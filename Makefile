@@ -22,8 +22,9 @@ build: ## build bin/trellis
 run: deps build ## start a one-machine cluster (embedded etcd, BBS, brain, local cell)
 	$(BIN) dev
 
-test: deps lint check ## run every test (unit, root integration, fuzz smoke)
+test: deps lint check ## run every test: unit, root integration, e2e, Windows under wine, fuzz smoke
 	$(GO) test $(TESTFLAGS) ./...
+	hack/wine-test.sh
 	FUZZTIME=$${FUZZTIME:-3s} hack/fuzz.sh
 
 lint: fmt-check vet ## gofmt check and go vet for linux and windows
