@@ -47,6 +47,7 @@ func newCellsCommand() *cobra.Command {
 		},
 	}
 	addClientFlags(cmd, &f)
+	cmd.AddCommand(newCellsDrain(&f))
 	return cmd
 }
 

@@ -1,6 +1,7 @@
 package command
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/trellis-run/trellis/agent"
+	"github.com/trellis-run/trellis/bbs/client"
 	"github.com/trellis-run/trellis/bbs/models"
 	"github.com/trellis-run/trellis/bbs/store"
 )
@@ -180,7 +183,7 @@ func newLRPGet(f *clientFlags) *cobra.Command {
 				fmt.Fprintf(out, "annotation    %s\n", d.Annotation)
 			}
 			fmt.Fprintln(out)
-			return printInstances(out, actual, time.Now())
+			return printInstances(out, actual, time.Now(), fetchMetrics(ctx, f, c, actual))
 		},
 	}
 }
@@ -195,16 +198,42 @@ func sortInstances(actual []*models.ActualLRP) {
 	})
 }
 
-func printInstances(w io.Writer, actual []*models.ActualLRP, now time.Time) error {
-	t := newTable(w, "INDEX", "STATE", "PRESENCE", "CELL", "ADDRESS", "SINCE", "CRASHES", "DETAIL")
+// printInstances prints one row per instance; metrics (by instance guid, from the agents)
+// fill the CPU, MEMORY and DISK columns, "-" for an instance whose agent did not answer.
+func printInstances(w io.Writer, actual []*models.ActualLRP, now time.Time, metrics map[string]agent.InstanceMetrics) error {
+	t := newTable(w, "INDEX", "STATE", "PRESENCE", "CELL", "ADDRESS", "SINCE", "CRASHES", "CPU", "MEMORY", "DISK", "DETAIL")
 	for _, a := range actual {
 		detail := a.PlacementError
 		if detail == "" {
 			detail = a.CrashReason
 		}
-		t.row(a.Index, a.State, strings.ToLower(a.Presence), a.CellID, address(a.ActualLRPNetInfo), age(a.Since, now), a.CrashCount, detail)
+		var cpu, mem, disk string
+		if a.InstanceGuid != "" {
+			m, ok := metrics[a.InstanceGuid]
+			cpu, mem, disk = usage(m, ok)
+		}
+		t.row(a.Index, a.State, strings.ToLower(a.Presence), a.CellID, address(a.ActualLRPNetInfo), age(a.Since, now), a.CrashCount, cpu, mem, disk, detail)
 	}
 	return t.flush()
+}
+
+// metricsTimeout bounds the metrics requests `lrp get` makes to the agents.
+const metricsTimeout = 2 * time.Second
+
+// fetchMetrics asks the agents of the cells holding actual for their instances' usage. Any
+// failure (no operator certificate, an agent down) leaves instances out: they show "-".
+func fetchMetrics(ctx context.Context, f *clientFlags, c *client.Client, actual []*models.ActualLRP) map[string]agent.InstanceMetrics {
+	hc, err := agentHTTPClient(f, metricsTimeout)
+	if err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, metricsTimeout)
+	defer cancel()
+	addrs, err := cellAddresses(ctx, c, actual, false)
+	if err != nil || len(addrs) == 0 {
+		return nil
+	}
+	return instanceMetrics(ctx, hc, addrs)
 }
 
 // address renders "host:hostport->containerport,..." for a running instance.
