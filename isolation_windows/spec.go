@@ -135,6 +135,9 @@ func checkModeSupport(mode Mode, spec isolation.ContainerSpec) error {
 			}
 		}
 	case ModeContainer:
+		if spec.Limits.Pids != 0 {
+			return unsupportedf("container mode: Limits.Pids: the HCS container document has no process-count limit")
+		}
 	}
 	return nil
 }

@@ -143,6 +143,8 @@ func TestModeSupport(t *testing.T) {
 		{"process rw bind", ModeProcess, isolation.ContainerSpec{BindMounts: []isolation.BindMount{{SrcPath: `C:\x`, DstPath: "/x"}}}, false},
 		{"container disk limit and ro bind", ModeContainer, isolation.ContainerSpec{Limits: isolation.Limits{DiskBytes: 1}, BindMounts: []isolation.BindMount{{SrcPath: `C:\x`, DstPath: "/x", ReadOnly: true}}}, false},
 		{"container privileged", ModeContainer, isolation.ContainerSpec{Privileged: true}, true},
+		{"container pids limit", ModeContainer, isolation.ContainerSpec{Limits: isolation.Limits{Pids: 64}}, true},
+		{"process pids limit", ModeProcess, isolation.ContainerSpec{Limits: isolation.Limits{Pids: 64}}, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
