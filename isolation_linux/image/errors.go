@@ -43,3 +43,6 @@ func IsDigestMismatch(err error) bool { return errors.Is(err, ErrDigestMismatch)
 
 // IsInvalidImage reports whether err is of class ErrInvalidImage.
 func IsInvalidImage(err error) bool { return errors.Is(err, ErrInvalidImage) }
+
+// ErrInvalidConfig: a Config field is out of range; the message names it.
+var ErrInvalidConfig = errors.New("invalid image store config")

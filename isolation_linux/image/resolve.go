@@ -91,7 +91,7 @@ func splitRootFSURI(ref string) (prefix, imageRef string, err error) {
 		}
 		return prefix, rest, nil
 	}
-	if strings.Contains(ref, "://") {
+	if strings.Contains(ref, "://") || strings.HasPrefix(ref, "preloaded:") {
 		return "", "", fmt.Errorf("%w: %q: only docker:// and oci:// images can be resolved", ErrInvalidReference, ref)
 	}
 	return "", ref, nil
