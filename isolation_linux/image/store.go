@@ -68,8 +68,8 @@ type GCStats struct {
 
 // NewStore opens (or creates) the cache in cfg.Dir: it takes an exclusive lock on the
 // directory, discards downloads and unpacks a crash left behind, drops index entries whose
-// directories are gone and directories the index does not know, then collects garbage
-// down to cfg.MaxBytes. Errors: ErrInvalidConfig, errors.ErrUnsupported off Linux, or why
+// directories are gone and directories the index does not know. It does not collect
+// garbage: call Acquire for the images of surviving containers first. Errors: ErrInvalidConfig, errors.ErrUnsupported off Linux, or why
 // the directory cannot be used (for example another store holds its lock).
 func NewStore(cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
@@ -117,7 +117,8 @@ func NewStore(cfg Config) (*Store, error) {
 		lock.Close()
 		return nil, fmt.Errorf("image store %s: %w", cfg.Dir, err)
 	}
-	s.collect()
+	// No collection here: containers that survived an agent restart have not re-acquired
+	// their images yet (Acquire), so every layer may still be in use.
 	return s, nil
 }
 
