@@ -52,34 +52,46 @@ func readDocument(path string, v any) error {
 }
 
 func newLRPCreate(f *clientFlags) *cobra.Command {
+	return createCommand(f, "Desire an LRP from a JSON document (Diego's field names)",
+		`  trellis lrp create -f examples/lrp-hello.json
+  cat lrp.json | trellis lrp create -f -`,
+		(*client.Client).DesireLRP,
+		func(d *models.DesiredLRP) string {
+			return fmt.Sprintf("created %s: %d instance(s) of %s", d.ProcessGuid, d.Instances, d.RootFS)
+		})
+}
+
+// createCommand builds a `create -f FILE` command for records of type T: the document is
+// decoded strictly, sent with create, and the stored record printed (a summary line, or JSON).
+func createCommand[T any](f *clientFlags, short, example string,
+	create func(*client.Client, context.Context, *T) (*T, error), summary func(*T) string) *cobra.Command {
 	var file string
 	cmd := &cobra.Command{
-		Use:   "create -f FILE",
-		Short: "Desire an LRP from a JSON document (Diego's field names)",
-		Example: `  trellis lrp create -f examples/lrp-hello.json
-  cat lrp.json | trellis lrp create -f -`,
-		Args: cobra.NoArgs,
+		Use:     "create -f FILE",
+		Short:   short,
+		Example: example,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var lrp models.DesiredLRP
-			if err := readDocument(file, &lrp); err != nil {
+			var doc T
+			if err := readDocument(file, &doc); err != nil {
 				return err
 			}
 			c, err := f.connect()
 			if err != nil {
 				return err
 			}
-			created, err := c.DesireLRP(cmd.Context(), &lrp)
+			created, err := create(c, cmd.Context(), &doc)
 			if err != nil {
 				return err
 			}
 			if f.json {
 				return printJSON(cmd.OutOrStdout(), created)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "created %s: %d instance(s) of %s\n", created.ProcessGuid, created.Instances, created.RootFS)
+			fmt.Fprintln(cmd.OutOrStdout(), summary(created))
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&file, "file", "f", "", "the DesiredLRP JSON document, or - for stdin")
+	cmd.Flags().StringVarP(&file, "file", "f", "", "the JSON document, or - for stdin")
 	cmd.MarkFlagRequired("file")
 	return cmd
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/trellis-run/trellis/bbs/client"
 	"github.com/trellis-run/trellis/bbs/models"
 	"github.com/trellis-run/trellis/bbs/store"
 )
@@ -25,35 +26,10 @@ func newTaskCommand() *cobra.Command {
 }
 
 func newTaskCreate(f *clientFlags) *cobra.Command {
-	var file string
-	cmd := &cobra.Command{
-		Use:     "create -f FILE",
-		Short:   "Desire a task from a JSON document (runs at most once)",
-		Example: "  trellis task create -f examples/task-hello.json",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			var task models.Task
-			if err := readDocument(file, &task); err != nil {
-				return err
-			}
-			c, err := f.connect()
-			if err != nil {
-				return err
-			}
-			created, err := c.DesireTask(cmd.Context(), &task)
-			if err != nil {
-				return err
-			}
-			if f.json {
-				return printJSON(cmd.OutOrStdout(), created)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "created task %s (%s)\n", created.TaskGuid, created.State)
-			return nil
-		},
-	}
-	cmd.Flags().StringVarP(&file, "file", "f", "", "the Task JSON document, or - for stdin")
-	cmd.MarkFlagRequired("file")
-	return cmd
+	return createCommand(f, "Desire a task from a JSON document (runs at most once)",
+		"  trellis task create -f examples/task-hello.json",
+		(*client.Client).DesireTask,
+		func(t *models.Task) string { return fmt.Sprintf("created task %s (%s)", t.TaskGuid, t.State) })
 }
 
 func newTaskList(f *clientFlags) *cobra.Command {
