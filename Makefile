@@ -47,5 +47,9 @@ bench: deps build ## print performance figures against named peers
 fuzz: ## run each fuzz target for FUZZTIME (default 3s)
 	hack/fuzz.sh
 
+.PHONY: packages
+packages: ## build the .deb packages and the MSI into dist/ (SKIP_MSI=1: .deb only; signs if TRELLIS_SIGN_CERT is set)
+	VERSION=$(VERSION) hack/packages.sh
+
 clean: ## remove build output
 	rm -rf bin dist
