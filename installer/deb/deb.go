@@ -135,6 +135,7 @@ type file struct {
 type spec struct {
 	name, description string
 	depends           []string
+	recommends        []string
 	files             []file
 	scripts           *scriptData
 }
@@ -201,7 +202,11 @@ func agentSpec(cfg Config) (spec, error) {
 	return spec{
 		name:        AgentPackage,
 		description: "trellis cell agent (systemd service)\n Runs the work the trellis BBS places on this cell. Stopping the service drains\n the cell: its instances are evacuated to other cells first.",
-		depends:     []string{fmt.Sprintf("%s (= %s)", BinaryPackage, DebianVersion(cfg.Version))},
+		// The Linux backend networks containers through the CNI plugins Debian ships in
+		// /usr/lib/cni (portmap writes iptables rules) and formats per-container disks
+		// with mkfs.ext4 or uses XFS project quotas.
+		depends:    []string{fmt.Sprintf("%s (= %s)", BinaryPackage, DebianVersion(cfg.Version)), "containernetworking-plugins", "iptables"},
+		recommends: []string{"e2fsprogs", "xfsprogs"},
 		files: []file{
 			{dst: filepath.Join(systemd.PackageUnitDir, name), data: unit, mode: 0o644},
 			{dst: systemd.AgentConfig, data: []byte(DefaultAgentConfig), mode: 0o640, typ: files.TypeConfigNoReplace},
@@ -284,6 +289,7 @@ func build(ctx context.Context, cfg Config, sp spec) (string, error) {
 		MTime:         cfg.MTime,
 	}
 	info.Depends = sp.depends
+	info.Recommends = sp.recommends
 	for i, f := range sp.files {
 		src := f.src
 		if src == "" {

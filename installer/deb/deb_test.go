@@ -115,7 +115,7 @@ func TestPackageContents(t *testing.T) {
 	}{
 		{bin, BinaryPackage, []string{"Version: 1.2.0+3+gabc1234"},
 			[]string{"-rwxr-xr-x root/root", "./usr/bin/trellis"}, nil},
-		{agent, AgentPackage, []string{"Depends: trellis (= 1.2.0+3+gabc1234)"},
+		{agent, AgentPackage, []string{"Depends: trellis (= 1.2.0+3+gabc1234), containernetworking-plugins, iptables", "Recommends: e2fsprogs, xfsprogs"},
 			[]string{"./lib/systemd/system/trellis-agent.service", "-rw-r----- root/root", "./etc/trellis/agent.yaml"},
 			[]string{"/etc/trellis/agent.yaml"}},
 		{server, ServerPackage, []string{"Depends: trellis (= 1.2.0+3+gabc1234)"},
@@ -162,6 +162,11 @@ func TestInstallUpgradePurge(t *testing.T) {
 	for _, p := range []string{BinaryPackage, AgentPackage, ServerPackage} {
 		if out, _ := exec.Command("dpkg-query", "-W", "-f=${Status}", p).Output(); strings.Contains(string(out), "installed") {
 			t.Skipf("package %s is installed on this machine; not touching it", p)
+		}
+	}
+	for _, p := range []string{"containernetworking-plugins", "iptables"} {
+		if out, _ := exec.Command("dpkg-query", "-W", "-f=${Status}", p).Output(); !strings.Contains(string(out), "install ok installed") {
+			t.Skipf("trellis-agent depends on %s, which is not installed (make deps installs it)", p)
 		}
 	}
 	for _, p := range []string{systemd.Binary, ConfigDir, StateDir} {

@@ -6,7 +6,8 @@
 //
 //   - trellis: the binary /usr/bin/trellis;
 //   - trellis-agent: the cell agent's systemd unit and its default configuration
-//     /etc/trellis/agent.yaml (a conffile); depends on trellis of the same version;
+//     /etc/trellis/agent.yaml (a conffile); depends on trellis of the same version and on
+//     what the Linux backend runs (containernetworking-plugins, iptables);
 //   - trellis-server: the BBS and the brain as two units, trellis-bbs and trellis-brain, each
 //     reading its flags from /etc/trellis/{bbs,brain}.env (conffiles); depends on trellis.
 //
