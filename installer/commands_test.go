@@ -177,3 +177,26 @@ func TestServiceArgs(t *testing.T) {
 		t.Errorf("linux args %q", got)
 	}
 }
+
+// TestNativeServiceOnLinux: --init native hands the service to kardianos/service, which picks
+// the init system it detects (System V here, where systemd is not PID 1). Only the read-only
+// status is exercised: installing would change this machine's init scripts.
+func TestNativeServiceOnLinux(t *testing.T) {
+	o, _ := testOptions(t)
+	o.InitSystem = InitNative
+	o.Name = "trellis-agent-test-absent"
+	s, err := NewService(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Manager() == "" || s.Manager() == "systemd" {
+		t.Fatalf("native manager = %q", s.Manager())
+	}
+	st, err := s.Status(context.Background())
+	if err != nil || st.State != StateNotInstalled {
+		t.Fatalf("status of an absent service = %+v, %v; want not-installed", st, err)
+	}
+	if err := s.Start(context.Background()); err == nil {
+		t.Fatal("starting an absent service succeeded")
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"runtime"
 	"strconv"
 	"time"
@@ -115,6 +117,14 @@ func (n *nativeService) Status(ctx context.Context) (Status, error) {
 	if err := ctx.Err(); err != nil {
 		return out, err
 	}
+	if f := n.unixScript(); f != "" {
+		if _, err := os.Stat(f); errors.Is(err, fs.ErrNotExist) {
+			// The init script's absence says it plainly; the service command's exit
+			// status for an unknown service does not.
+			out.State = StateNotInstalled
+			return out, nil
+		}
+	}
 	st, err := n.svc.Status()
 	switch {
 	case errors.Is(err, service.ErrNotInstalled):
@@ -132,6 +142,18 @@ func (n *nativeService) Status(ctx context.Context) (Status, error) {
 		out.State = StateUnknown
 	}
 	return out, nil
+}
+
+// unixScript returns the file kardianos/service writes for the Unix init systems it knows
+// by path, or "" for the others (Windows keeps services in its service manager).
+func (n *nativeService) unixScript() string {
+	switch n.Manager() {
+	case "unix-systemv", "linux-openrc":
+		return "/etc/init.d/" + n.o.Name
+	case "linux-upstart":
+		return "/etc/init/" + n.o.Name + ".conf"
+	}
+	return ""
 }
 
 // formatSeconds is used in messages about the recovery settings.
