@@ -21,24 +21,36 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/trellis-run/trellis/isolation"
+	"github.com/trellis-run/trellis/isolation_linux/containerinit"
 	"github.com/trellis-run/trellis/isolation_linux/network"
 	"github.com/trellis-run/trellis/isolation_linux/resources"
 )
 
 // Files and directories in a container's state dir, <StateDir>/<handle>/.
 const (
-	fileConfig    = "config.json" // the OCI runtime-spec document; immutable
-	fileState     = "state.json"  // containerRecord; rewritten atomically
-	fileSocket    = "init.sock"   // the init's seqpacket socket
-	fileInitLog   = "init.log"    // the init's own log (stderr)
-	fileNetNS     = "netns"       // bind mount of the init's network namespace
-	dirRootfs     = "rootfs"      // the overlay mount point (empty on the host)
-	dirProcesses  = "processes"   // processes/<id>/{stdout,stderr,exit}
-	fileStdout    = "stdout"
-	fileStderr    = "stderr"
-	fileExit      = "exit"
-	initExtraFile = 7 // the sealed init binary's descriptor number in the child
+	fileConfig   = "config.json" // the OCI runtime-spec document; immutable
+	fileState    = "state.json"  // containerRecord; rewritten atomically
+	fileSocket   = "init.sock"   // the init's seqpacket socket
+	fileInitLog  = "init.log"    // the init's own log (stderr)
+	fileNetNS    = "netns"       // bind mount of the init's network namespace
+	dirRootfs    = "rootfs"      // the overlay mount point (empty on the host)
+	dirProcesses = "processes"   // processes/<id>/{stdout,stderr,exit}
+	fileStdout   = "stdout"
+	fileStderr   = "stderr"
+	fileExit     = "exit"
 )
+
+// MaybeRunInit runs the container init and exits if this process was started as one;
+// otherwise it returns at once. The init normally takes over earlier, from package
+// containerinit's initialisation, which every binary linking this package runs before the
+// program's heavier packages initialise and before main; calling MaybeRunInit first in main
+// (and in TestMain of packages whose tests create containers) states that contract where it
+// is relied on.
+func MaybeRunInit() {
+	if containerinit.IsInit() {
+		os.Exit(containerinit.Main())
+	}
+}
 
 // Backend is the Linux isolation backend. It keeps no state that matters in memory: every
 // container lives in its state dir and its init, so a new Backend over the same Config finds
@@ -51,6 +63,9 @@ type Backend struct {
 	disk   *diskDirs
 	net    *network.Network
 	netErr error // why bridge networking is unavailable, when net is nil
+	// cgroupV1 are the mount points of the cgroup v1 hierarchies, where inits are born in
+	// their cgroups (cgroupstart_linux.go).
+	cgroupV1 []cgroupMount
 
 	mu       sync.Mutex
 	creating map[string]bool
@@ -93,6 +108,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Backend, error)
 			return nil, fmt.Errorf("isolation_linux: finding the init binary: %w", err)
 		}
 	}
+	v1Mounts, err := cgroupMounts()
+	if err != nil {
+		return nil, fmt.Errorf("isolation_linux: finding the cgroup v1 hierarchies: %w", err)
+	}
 	sealed, err := sealedInit(initPath)
 	if err != nil {
 		return nil, err
@@ -103,6 +122,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Backend, error)
 		init:     sealed,
 		layers:   layers,
 		disk:     disk,
+		cgroupV1: v1Mounts,
 		creating: map[string]bool{},
 	}
 	netCfg := cfg.Network
@@ -359,21 +379,28 @@ func (b *Backend) startInit(ctx context.Context, dir string, rec *containerRecor
 	}
 	attr.Cloneflags = flags
 	cmd := &exec.Cmd{
-		Path:   "/proc/self/fd/" + strconv.Itoa(initExtraFile),
-		Args:   []string{initArgv0, rec.Handle},
+		Path:   "/proc/self/fd/" + strconv.Itoa(containerinit.FdBinary),
+		Args:   []string{containerinit.Argv0, rec.Handle},
 		Env:    []string{},
 		Dir:    "/",
 		Stdout: logFile,
 		Stderr: logFile,
 		// Positions 3.. in the child: sync, listener, config, processes, then the sealed
-		// binary at initExtraFile (7), which the child executes by that number.
+		// binary at containerinit.FdBinary (7), which the child executes by that number.
 		ExtraFiles:  []*os.File{syncW, lf, cfgFile, procDir, b.init},
 		SysProcAttr: attr,
 	}
-	if 3+len(cmd.ExtraFiles)-1 != initExtraFile {
+	if 3+len(cmd.ExtraFiles)-1 != containerinit.FdBinary {
 		panic("isolation_linux: init descriptor layout out of sync")
 	}
-	err = cmd.Start()
+	birth, err := planCgroupBirth(cgroup, b.cgroupV1)
+	if err != nil {
+		logFile.Close()
+		syncW.Close()
+		return fmt.Errorf("%w: starting init: %v", ErrInit, err)
+	}
+	err = birth.start(attr, cmd.Start)
+	birth.close()
 	syncW.Close()
 	if err != nil {
 		logFile.Close()
@@ -394,9 +421,6 @@ func (b *Backend) startInit(ctx context.Context, dir string, rec *containerRecor
 		_ = cmd.Process.Kill()
 		return err
 	}
-	if err := cgroup.AddProc(pid); err != nil {
-		return fmt.Errorf("moving init into its cgroup: %w", err)
-	}
 	if err := bindNetNS(pid, filepath.Join(dir, fileNetNS)); err != nil {
 		return err
 	}
@@ -406,13 +430,13 @@ func (b *Backend) startInit(ctx context.Context, dir string, rec *containerRecor
 // waitReady reads the init's one-line report.
 func waitReady(ctx context.Context, r *os.File, timeout time.Duration, logPath string) error {
 	type result struct {
-		msg syncMessage
+		msg containerinit.SyncMessage
 		err error
 	}
 	ch := make(chan result, 1)
 	go func() {
 		line, err := bufio.NewReader(r).ReadBytes('\n')
-		var m syncMessage
+		var m containerinit.SyncMessage
 		if err == nil {
 			err = json.Unmarshal(line, &m)
 		}

@@ -5,6 +5,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/trellis-run/trellis/isolation_linux/containerinit"
 )
 
 func TestNamespacesAndRootfs(t *testing.T) {
@@ -14,7 +16,7 @@ func TestNamespacesAndRootfs(t *testing.T) {
 	tests := []struct {
 		name, script, want string
 	}{
-		{"pid 1 is the init", `tr '\0' ' ' </proc/1/cmdline`, initArgv0 + " " + c.Handle() + " "},
+		{"pid 1 is the init", `tr '\0' ' ' </proc/1/cmdline`, containerinit.Argv0 + " " + c.Handle() + " "},
 		{"host processes are invisible", `n=$(ls -d /proc/[0-9]* | wc -l); [ "$n" -le 5 ] && echo few || echo "$n"`, "few\n"}, // init, sh, ls, wc
 		{"hostname is the handle", `hostname`, c.Handle() + "\n"},
 		{"root is the stack", `test -x /bin/busybox && test ! -e /etc/debian_version && echo ok`, "ok\n"},

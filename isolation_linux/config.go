@@ -47,9 +47,10 @@ type Config struct {
 	UIDMapStart, UIDMapSize uint32
 	// Network configures bridge networking (CNI bridge, host-local and portmap).
 	Network network.Config
-	// InitBinary is the executable re-executed as each container's init; its entry point
-	// must call MaybeRunInit first. Empty means the running executable (os.Executable). It
-	// is copied once into a sealed memory file; the file on disk is never executed.
+	// InitBinary is the executable re-executed as each container's init; it must link this
+	// package (whose containerinit dependency takes over in an init), as the trellis binary
+	// does. Empty means the running executable (os.Executable). It is copied once into a
+	// sealed memory file; the file on disk is never executed.
 	InitBinary string
 	// MaxContainers is reported by Capacity; Create refuses more.
 	MaxContainers uint64

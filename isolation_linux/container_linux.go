@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/trellis-run/trellis/isolation"
+	"github.com/trellis-run/trellis/isolation_linux/containerinit"
 	"github.com/trellis-run/trellis/isolation_linux/resources"
 )
 
@@ -150,10 +151,10 @@ func (c *container) Metrics(ctx context.Context) (isolation.Metrics, error) {
 
 // call sends one request to the init and reads its reply. files go along as SCM_RIGHTS.
 // Errors: isolation.ErrStopped when the init is gone; the init's own error otherwise.
-func (c *container) call(ctx context.Context, req initRequest, files ...*os.File) (initResponse, error) {
+func (c *container) call(ctx context.Context, req containerinit.Request, files ...*os.File) (containerinit.Response, error) {
 	conn, err := c.dial(ctx)
 	if err != nil {
-		return initResponse{}, err
+		return containerinit.Response{}, err
 	}
 	defer conn.Close()
 	return exchange(ctx, conn, req, files...)
@@ -171,13 +172,13 @@ func (c *container) dial(ctx context.Context) (*net.UnixConn, error) {
 	return conn.(*net.UnixConn), nil
 }
 
-func exchange(ctx context.Context, conn *net.UnixConn, req initRequest, files ...*os.File) (initResponse, error) {
+func exchange(ctx context.Context, conn *net.UnixConn, req containerinit.Request, files ...*os.File) (containerinit.Response, error) {
 	b, err := json.Marshal(req)
 	if err != nil {
-		return initResponse{}, err
+		return containerinit.Response{}, err
 	}
-	if len(b) > maxPacket {
-		return initResponse{}, fmt.Errorf("%w: request of %d bytes exceeds %d", isolation.ErrInvalidSpec, len(b), maxPacket)
+	if len(b) > containerinit.MaxPacket {
+		return containerinit.Response{}, fmt.Errorf("%w: request of %d bytes exceeds %d", isolation.ErrInvalidSpec, len(b), containerinit.MaxPacket)
 	}
 	var oob []byte
 	if len(files) > 0 {
@@ -190,18 +191,18 @@ func exchange(ctx context.Context, conn *net.UnixConn, req initRequest, files ..
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if _, _, err := conn.WriteMsgUnix(b, oob, nil); err != nil {
-		return initResponse{}, ctxOr(ctx, fmt.Errorf("%w: sending %s: %v", ErrInit, req.Op, err))
+		return containerinit.Response{}, ctxOr(ctx, fmt.Errorf("%w: sending %s: %v", ErrInit, req.Op, err))
 	}
 	buf := make([]byte, 64<<10)
 	n, err := conn.Read(buf)
 	if err != nil {
-		return initResponse{}, ctxOr(ctx, fmt.Errorf("%w: reading reply to %s: %v", ErrInit, req.Op, err))
+		return containerinit.Response{}, ctxOr(ctx, fmt.Errorf("%w: reading reply to %s: %v", ErrInit, req.Op, err))
 	}
-	var resp initResponse
+	var resp containerinit.Response
 	if err := json.Unmarshal(buf[:n], &resp); err != nil {
-		return initResponse{}, fmt.Errorf("%w: decoding reply to %s: %v", ErrInit, req.Op, err)
+		return containerinit.Response{}, fmt.Errorf("%w: decoding reply to %s: %v", ErrInit, req.Op, err)
 	}
-	return resp, resp.err()
+	return resp, resp.Err()
 }
 
 func ctxOr(ctx context.Context, err error) error {
@@ -237,7 +238,7 @@ func (c *container) Run(ctx context.Context, spec isolation.ProcessSpec, stdio i
 	if id == "" {
 		id = newProcessID()
 	}
-	if !validID(id) {
+	if !containerinit.ValidID(id) {
 		return nil, fmt.Errorf("%w: ID %q must match %s", isolation.ErrInvalidSpec, id, handlePattern)
 	}
 	if spec.Path == "" {
@@ -293,13 +294,13 @@ func (c *container) Run(ctx context.Context, spec isolation.ProcessSpec, stdio i
 		return nil, err
 	}
 	defer stdin.Close()
-	req := &processRequest{ID: id, Path: spec.Path, Args: spec.Args, Env: spec.Env, Dir: spec.Dir, User: spec.User}
+	req := &containerinit.ProcessRequest{ID: id, Path: spec.Path, Args: spec.Args, Env: spec.Env, Dir: spec.Dir, User: spec.User}
 	for _, r := range rlimitResources {
 		if v := r.get(spec.Rlimits); v != nil {
-			req.Rlimits = append(req.Rlimits, rlimitSpec{Resource: r.res, Soft: *v, Hard: *v})
+			req.Rlimits = append(req.Rlimits, containerinit.Rlimit{Resource: r.res, Soft: *v, Hard: *v})
 		}
 	}
-	if _, err := c.call(ctx, initRequest{Op: opRun, Process: req}, stdin, stdout, stderr); err != nil {
+	if _, err := c.call(ctx, containerinit.Request{Op: containerinit.OpRun, Process: req}, stdin, stdout, stderr); err != nil {
 		if stdinW != nil {
 			stdinW.Close()
 		}
@@ -320,7 +321,7 @@ func (c *container) Run(ctx context.Context, spec isolation.ProcessSpec, stdio i
 // Its output is replayed from the start of the log files. Errors: isolation.ErrNotFound;
 // isolation.ErrUnsupported for stdin, which is not re-attachable.
 func (c *container) Attach(ctx context.Context, processID string, stdio isolation.ProcessIO) (isolation.Process, error) {
-	if !validID(processID) {
+	if !containerinit.ValidID(processID) {
 		return nil, fmt.Errorf("%w: process %q", isolation.ErrNotFound, processID)
 	}
 	if _, err := c.record(); err != nil {
@@ -359,7 +360,7 @@ func (c *container) StreamIn(ctx context.Context, dstPath string, tarStream io.R
 		w.Close()
 		copied <- err
 	}()
-	_, err = c.call(ctx, initRequest{Op: opStreamIn, Path: dstPath}, r)
+	_, err = c.call(ctx, containerinit.Request{Op: containerinit.OpStreamIn, Path: dstPath}, r)
 	r.Close()
 	if err != nil {
 		// Unblock the copier if the init stopped reading early.
@@ -384,7 +385,7 @@ func (c *container) StreamOut(ctx context.Context, srcPath string) (io.ReadClose
 	if err != nil {
 		return nil, err
 	}
-	_, err = c.call(ctx, initRequest{Op: opStreamOut, Path: srcPath}, w)
+	_, err = c.call(ctx, containerinit.Request{Op: containerinit.OpStreamOut, Path: srcPath}, w)
 	w.Close()
 	if err != nil {
 		r.Close()
@@ -417,7 +418,7 @@ func (c *container) Stop(ctx context.Context, grace time.Duration, kill bool) er
 	if err := c.updateRecord(func(r *containerRecord) { r.Stopped = true }); err != nil {
 		return err
 	}
-	_, err := c.call(ctx, initRequest{Op: opStop, GraceMillis: grace.Milliseconds(), Kill: kill})
+	_, err := c.call(ctx, containerinit.Request{Op: containerinit.OpStop, GraceMillis: grace.Milliseconds(), Kill: kill})
 	if err != nil && !isolation.IsStopped(err) {
 		return fmt.Errorf("isolation_linux: stop %q: %w", c.handle, err)
 	}

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/trellis-run/trellis/isolation"
+	"github.com/trellis-run/trellis/isolation_linux/containerinit"
 )
 
 // process is a process of a container, identified by its id; what it knows it learns from the
@@ -73,7 +74,7 @@ func (p *process) waitExit() int {
 		if code, ok := p.exitFile(); ok {
 			return code
 		}
-		resp, err := p.c.call(context.Background(), initRequest{Op: opWait, ID: p.id})
+		resp, err := p.c.call(context.Background(), containerinit.Request{Op: containerinit.OpWait, ID: p.id})
 		if err == nil {
 			return resp.ExitCode
 		}
@@ -131,7 +132,7 @@ func (p *process) Signal(ctx context.Context, sig isolation.Signal) error {
 	default:
 		return fmt.Errorf("%w: signal %d", isolation.ErrUnsupported, sig)
 	}
-	if _, err := p.c.call(ctx, initRequest{Op: opSignal, ID: p.id, Signal: int(s)}); err != nil {
+	if _, err := p.c.call(ctx, containerinit.Request{Op: containerinit.OpSignal, ID: p.id, Signal: int(s)}); err != nil {
 		if isolation.IsStopped(err) {
 			return fmt.Errorf("%w: process %q: the container's init is gone", isolation.ErrNotFound, p.id)
 		}

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/trellis-run/trellis/isolation"
+	"github.com/trellis-run/trellis/isolation_linux/containerinit"
 )
 
 // layerCache unpacks each stack once into a read-only directory used as the overlay's lower
@@ -152,7 +153,7 @@ func untarFile(src, dst string) error {
 		if hdr.Typeflag == tar.TypeChar || hdr.Typeflag == tar.TypeBlock {
 			continue // device nodes come from the container's /dev, never from a layer
 		}
-		if err := extractEntry(rootFd, tr, hdr, name, "/"); err != nil {
+		if err := containerinit.ExtractEntry(rootFd, tr, hdr, name, "/"); err != nil {
 			return fmt.Errorf("%s: %w", hdr.Name, err)
 		}
 	}

@@ -4,17 +4,12 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/trellis-run/trellis/isolation_linux/containerinit"
 )
 
-func TestParseMountOptions(t *testing.T) {
-	flags, data := parseMountOptions([]string{"nosuid", "rbind", "ro", "rw", "mode=755", "size=1k"})
-	if flags != unix.MS_NOSUID|unix.MS_BIND|unix.MS_REC || data != "mode=755,size=1k" {
-		t.Fatalf("flags %#x data %q", flags, data)
-	}
-}
-
 func TestCompileSeccomp(t *testing.T) {
-	prog, err := compileSeccomp(defaultSeccomp())
+	prog, err := containerinit.CompileSeccomp(defaultSeccomp())
 	if err != nil {
 		t.Fatal(err)
 	}

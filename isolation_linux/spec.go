@@ -10,6 +10,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/trellis-run/trellis/isolation"
+	"github.com/trellis-run/trellis/isolation_linux/containerinit"
 )
 
 // This file translates an isolation.ContainerSpec into the OCI runtime-spec document that the
@@ -20,7 +21,7 @@ import (
 const (
 	// annotationOverlay holds the overlay mount options (lowerdir, upperdir, workdir) for the
 	// root filesystem, which the OCI spec has no field for: Root.Path is the mount point.
-	annotationOverlay = "dev.trellis.rootfs.overlay"
+	annotationOverlay = containerinit.AnnotationOverlay
 	// annotationHandle is the container's handle.
 	annotationHandle = "dev.trellis.handle"
 )
@@ -216,7 +217,7 @@ func BuildSpec(cs isolation.ContainerSpec, opts SpecOptions) (*specs.Spec, error
 	}
 
 	env := []string{defaultPath}
-	env = mergeEnv(env, cs.Env)
+	env = containerinit.MergeEnv(env, cs.Env)
 	caps := append([]string(nil), DefaultCapabilities...)
 	s := &specs.Spec{
 		Version:  specs.Version,
@@ -274,32 +275,6 @@ func BuildSpec(cs isolation.ContainerSpec, opts SpecOptions) (*specs.Spec, error
 		s.Mounts = append(s.Mounts, specs.Mount{Destination: path.Clean(b.DstPath), Type: "bind", Source: b.SrcPath, Options: opt})
 	}
 	return s, nil
-}
-
-// mergeEnv returns base with each NAME=value of extra replacing base's entry of that name.
-func mergeEnv(base, extra []string) []string {
-	out := append([]string(nil), base...)
-	index := make(map[string]int, len(out))
-	for i, e := range out {
-		index[envName(e)] = i
-	}
-	for _, e := range extra {
-		n := envName(e)
-		if i, ok := index[n]; ok {
-			out[i] = e
-			continue
-		}
-		index[n] = len(out)
-		out = append(out, e)
-	}
-	return out
-}
-
-func envName(e string) string {
-	if i := strings.IndexByte(e, '='); i >= 0 {
-		return e[:i]
-	}
-	return e
 }
 
 func defaultMounts() []specs.Mount {

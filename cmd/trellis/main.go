@@ -13,7 +13,9 @@ import (
 )
 
 func main() {
-	// A container's init is this binary re-executed; it never returns from here.
+	// A container's init is this binary re-executed. It has already taken over, from package
+	// isolation_linux/containerinit's initialisation, before the heavy packages initialise;
+	// this states the contract (and never returns in an init).
 	isolationlinux.MaybeRunInit()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := command.Execute(ctx, os.Args[1:])

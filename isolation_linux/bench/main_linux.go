@@ -28,14 +28,16 @@ func main() {
 	}
 	runs := flag.Int("n", 50, "measured runs per line (after 3 warm-up runs)")
 	cni := flag.Bool("cni", true, "also measure trellis with CNI bridge networking")
+	peers := flag.Bool("peers", true, "also measure runc and crun (off only to profile trellis alone)")
+	initBin := flag.String("init", "", "the binary containers run as their init (the trellis binary); empty means this bench binary, which under-reports what users get")
 	flag.Parse()
-	if err := run(*runs, *cni); err != nil {
+	if err := run(*runs, *cni, *peers, *initBin); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n int, cni bool) error {
+func run(n int, cni, peers bool, initBin string) error {
 	base, err := os.MkdirTemp("", "trellis-bench-")
 	if err != nil {
 		return err
@@ -53,6 +55,7 @@ func run(n int, cni bool) error {
 	cfg.LayerCacheDir = filepath.Join(base, "layers")
 	cfg.DiskDir = filepath.Join(base, "disk")
 	cfg.Stacks = map[string]string{"busybox": stack}
+	cfg.InitBinary = initBin
 	cfg.CgroupParent = fmt.Sprintf("trellis-bench-%d", os.Getpid())
 	cfg.Network.StateDir = filepath.Join(base, "net")
 	cfg.Network.BridgeName = fmt.Sprintf("trb%d", os.Getpid())
@@ -88,7 +91,9 @@ func run(n int, cni bool) error {
 	}
 	report("trellis (userns, cgroup, overlay, seccomp)", trellis, nil)
 
-	if _, err := exec.LookPath("runc"); err == nil {
+	if !peers {
+		// Profiling trellis alone.
+	} else if _, err := exec.LookPath("runc"); err == nil {
 		runc, err := measure(n, func(i int) error {
 			return quiet(exec.Command("runc", "run", "--bundle", bundle, fmt.Sprintf("bench-runc-%d-%d", os.Getpid(), i)))
 		})
@@ -100,7 +105,9 @@ func run(n int, cni bool) error {
 		fmt.Println("runc run: not installed")
 	}
 
-	if _, err := exec.LookPath("crun"); err == nil {
+	if !peers {
+		// Profiling trellis alone.
+	} else if _, err := exec.LookPath("crun"); err == nil {
 		crun, err := crunTimes(n, bundle)
 		if err != nil {
 			return fmt.Errorf("crun: %w", err)

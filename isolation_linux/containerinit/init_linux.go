@@ -1,4 +1,4 @@
-package isolationlinux
+package containerinit
 
 import (
 	"bytes"
@@ -6,13 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"path"
 	"runtime"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,45 +22,58 @@ import (
 	"github.com/trellis-run/trellis/isolation"
 )
 
-// initArgv0 is the argv[0] under which the backend re-executes its binary as a container's
-// init; MaybeRunInit recognises it.
-const initArgv0 = "trellis-container-init"
-
-// File descriptors the backend hands to the init (exec.Cmd.ExtraFiles order).
-const (
-	initFdSync      = 3 // write end of a pipe: one JSON line, "ready" or the setup error
-	initFdListener  = 4 // the listening seqpacket socket <state>/init.sock
-	initFdConfig    = 5 // config.json, read-only
-	initFdProcesses = 6 // <state>/processes, where the init records exit codes
-)
-
-// MaybeRunInit runs the container init and exits if this process was started as one;
-// otherwise it returns at once. Call it first in main (and in TestMain of packages whose
-// tests create containers), before anything else starts goroutines or reads flags.
-func MaybeRunInit() {
-	if len(os.Args) == 0 || os.Args[0] != initArgv0 {
+// init takes over when this process is a container's init, before the packages that are
+// not dependencies of this one initialise: Go initialises a package once its imports are, and
+// among ready packages in import-path order, so what runs before this is this package's
+// (small, standard-library) dependencies and the few packages that sort before it and are
+// ready no later. The rest of the program — etcd, gRPC, OpenTelemetry and the like — never
+// initialises in a container's init, which saves milliseconds per container start and
+// megabytes per running container. This package must therefore keep its imports to the
+// standard library's lower layers (no net, log/slog, runtime/debug or path/filepath users
+// beyond archive/tar), x/sys/unix, the runtime-spec types and package isolation; measure with
+// GODEBUG=inittrace=1 after changing them.
+func init() {
+	if len(os.Args) == 0 || os.Args[0] != Argv0 {
 		return
 	}
-	os.Exit(runInit())
+	os.Exit(Main())
 }
 
-type syncMessage struct {
-	Ready bool   `json:"ready,omitempty"`
-	Error string `json:"error,omitempty"`
+// IsInit reports whether this process is a container's init. It never is once main runs:
+// the init does not return from this package's initialisation.
+func IsInit() bool { return len(os.Args) > 0 && os.Args[0] == Argv0 }
+
+// logger writes the init's own log (its stderr, <state>/init.log) as text lines.
+type logger struct{ handle string }
+
+func (l logger) log(level, msg string, kv ...any) {
+	var b strings.Builder
+	b.WriteString(time.Now().UTC().Format(time.RFC3339Nano))
+	b.WriteString(" level=" + level + " handle=" + l.handle + " msg=" + strconv.Quote(msg))
+	for i := 0; i+1 < len(kv); i += 2 {
+		fmt.Fprintf(&b, " %v=%q", kv[i], fmt.Sprint(kv[i+1]))
+	}
+	b.WriteByte('\n')
+	_, _ = os.Stderr.WriteString(b.String())
 }
 
-func runInit() int {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("handle", argOr(1, "?"))
+func (l logger) Error(msg string, kv ...any) { l.log("ERROR", msg, kv...) }
+func (l logger) Warn(msg string, kv ...any)  { l.log("WARN", msg, kv...) }
+
+// Main runs the container init and returns its exit code; it returns only if the init fails
+// or its socket is gone. The backend starts the init as Argv0 with the descriptors Fd*.
+func Main() int {
+	log := logger{handle: argOr(1, "?")}
 	// Every inherited descriptor is close-on-exec from here on; the ones the init keeps are
 	// used by number, and none reaches a container process.
 	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		log.Error("close_range", "err", err)
 		return 1
 	}
-	syncPipe := os.NewFile(initFdSync, "sync")
+	syncPipe := os.NewFile(FdSync, "sync")
 	fail := func(err error) int {
 		log.Error("container init failed", "err", err)
-		b, _ := json.Marshal(syncMessage{Error: err.Error()})
+		b, _ := json.Marshal(SyncMessage{Error: err.Error()})
 		_, _ = syncPipe.Write(append(b, '\n'))
 		return 1
 	}
@@ -72,7 +82,7 @@ func runInit() int {
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return fail(fmt.Errorf("prctl(PR_SET_DUMPABLE): %w", err))
 	}
-	cfgFile := os.NewFile(initFdConfig, "config.json")
+	cfgFile := os.NewFile(FdConfig, "config.json")
 	var spec specs.Spec
 	if err := json.NewDecoder(cfgFile).Decode(&spec); err != nil {
 		return fail(fmt.Errorf("reading config.json: %w", err))
@@ -84,14 +94,14 @@ func runInit() int {
 	var filter []unix.SockFilter
 	if spec.Linux.Seccomp != nil {
 		var err error
-		if filter, err = compileSeccomp(spec.Linux.Seccomp); err != nil {
+		if filter, err = CompileSeccomp(spec.Linux.Seccomp); err != nil {
 			return fail(err)
 		}
 	}
 	s := &initServer{
 		log:      log,
 		spec:     &spec,
-		procDir:  initFdProcesses,
+		procDir:  FdProcesses,
 		byPid:    map[int]*initProc{},
 		byID:     map[string]*initProc{},
 		spawnReq: make(chan spawnRequest),
@@ -120,19 +130,17 @@ func runInit() int {
 		return fail(err)
 	}
 
-	lf := os.NewFile(initFdListener, "init.sock")
-	l, err := net.FileListener(lf)
+	l, err := newListener(FdListener)
 	if err != nil {
 		return fail(fmt.Errorf("init socket: %w", err))
 	}
-	lf.Close()
-	b, _ := json.Marshal(syncMessage{Ready: true})
+	b, _ := json.Marshal(SyncMessage{Ready: true})
 	if _, err := syncPipe.Write(append(b, '\n')); err != nil {
 		log.Error("reporting ready", "err", err)
 		return 1
 	}
 	syncPipe.Close()
-	s.serve(l.(*net.UnixListener))
+	s.serve(l)
 	return 0
 }
 
@@ -145,7 +153,7 @@ func argOr(i int, def string) string {
 
 // initServer is the state of a running init.
 type initServer struct {
-	log     *slog.Logger
+	log     logger
 	spec    *specs.Spec
 	procDir int
 
@@ -253,13 +261,10 @@ func (s *initServer) recordExit(p *initProc) {
 	}
 }
 
-func (s *initServer) serve(l *net.UnixListener) {
+func (s *initServer) serve(l *listener) {
 	for {
-		c, err := l.AcceptUnix()
+		c, err := l.accept()
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
 			s.log.Warn("accept", "err", err)
 			time.Sleep(10 * time.Millisecond)
 			continue
@@ -268,11 +273,11 @@ func (s *initServer) serve(l *net.UnixListener) {
 	}
 }
 
-func (s *initServer) handle(c *net.UnixConn) {
+func (s *initServer) handle(c *conn) {
 	defer c.Close()
-	buf := make([]byte, maxPacket)
+	buf := make([]byte, MaxPacket)
 	oob := make([]byte, unix.CmsgSpace(4*8))
-	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+	n, oobn, err := c.recvmsg(buf, oob)
 	if err != nil {
 		return
 	}
@@ -282,70 +287,72 @@ func (s *initServer) handle(c *net.UnixConn) {
 			f.Close()
 		}
 	}()
-	reply := func(r initResponse) {
+	reply := func(r Response) {
 		b, _ := json.Marshal(r)
 		_, _ = c.Write(b)
 	}
 	defer func() {
 		// A bug in one request must not take the container down with the init.
 		if r := recover(); r != nil {
-			s.log.Error("request handler panicked", "panic", r, "stack", string(debug.Stack()))
-			reply(errorResponse(fmt.Errorf("%w: init failed serving the request: %v", ErrInit, r)))
+			stack := make([]byte, 16<<10)
+			stack = stack[:runtime.Stack(stack, false)]
+			s.log.Error("request handler panicked", "panic", r, "stack", string(stack))
+			reply(ErrorResponse(fmt.Errorf("%w: init failed serving the request: %v", ErrInit, r)))
 		}
 	}()
 	if err != nil {
-		reply(errorResponse(err))
+		reply(ErrorResponse(err))
 		return
 	}
-	var req initRequest
+	var req Request
 	if err := json.Unmarshal(buf[:n], &req); err != nil {
-		reply(errorResponse(fmt.Errorf("%w: decoding request: %v", isolation.ErrInvalidSpec, err)))
+		reply(ErrorResponse(fmt.Errorf("%w: decoding request: %v", isolation.ErrInvalidSpec, err)))
 		return
 	}
 	switch req.Op {
-	case opPing:
-		reply(initResponse{})
-	case opRun:
+	case OpPing:
+		reply(Response{})
+	case OpRun:
 		pid, err := s.run(req.Process, files)
 		if err != nil {
-			reply(errorResponse(err))
+			reply(ErrorResponse(err))
 			return
 		}
-		reply(initResponse{Pid: pid})
-	case opWait:
+		reply(Response{Pid: pid})
+	case OpWait:
 		code, err := s.wait(c, req.ID)
 		if err != nil {
-			reply(errorResponse(err))
+			reply(ErrorResponse(err))
 			return
 		}
-		reply(initResponse{ExitCode: code})
-	case opSignal:
-		reply(errorResponse(s.signal(req.ID, unix.Signal(req.Signal))))
-	case opStop:
+		reply(Response{ExitCode: code})
+	case OpSignal:
+		reply(ErrorResponse(s.signal(req.ID, unix.Signal(req.Signal))))
+	case OpStop:
 		s.stop(time.Duration(req.GraceMillis)*time.Millisecond, req.Kill)
-		reply(initResponse{})
-	case opStreamIn:
+		reply(Response{})
+	case OpStreamIn:
 		if len(files) != 1 {
-			reply(errorResponse(fmt.Errorf("%w: stream-in needs one descriptor", isolation.ErrInvalidSpec)))
+			reply(ErrorResponse(fmt.Errorf("%w: stream-in needs one descriptor", isolation.ErrInvalidSpec)))
 			return
 		}
-		reply(errorResponse(extractTar(files[0], req.Path)))
-	case opStreamOut:
+		reply(ErrorResponse(extractTar(files[0], req.Path)))
+	case OpStreamOut:
 		if len(files) != 1 {
-			reply(errorResponse(fmt.Errorf("%w: stream-out needs one descriptor", isolation.ErrInvalidSpec)))
+			reply(ErrorResponse(fmt.Errorf("%w: stream-out needs one descriptor", isolation.ErrInvalidSpec)))
 			return
 		}
 		tw, err := newTarWriter(req.Path)
 		if err != nil {
-			reply(errorResponse(err))
+			reply(ErrorResponse(err))
 			return
 		}
-		reply(initResponse{})
+		reply(Response{})
 		if err := tw.writeTo(files[0]); err != nil {
 			s.log.Warn("stream-out", "path", req.Path, "err", err)
 		}
 	default:
-		reply(errorResponse(fmt.Errorf("%w: unknown operation %q", isolation.ErrInvalidSpec, req.Op)))
+		reply(ErrorResponse(fmt.Errorf("%w: unknown operation %q", isolation.ErrInvalidSpec, req.Op)))
 	}
 }
 
@@ -372,8 +379,8 @@ func receivedFiles(oob []byte) ([]*os.File, error) {
 }
 
 // run starts a process from the spawner thread and registers it.
-func (s *initServer) run(p *processRequest, files []*os.File) (int, error) {
-	if p == nil || !validID(p.ID) {
+func (s *initServer) run(p *ProcessRequest, files []*os.File) (int, error) {
+	if p == nil || !ValidID(p.ID) {
 		return 0, fmt.Errorf("%w: process id missing or not [A-Za-z0-9_.-]", isolation.ErrInvalidSpec)
 	}
 	if len(files) != 3 {
@@ -383,11 +390,11 @@ func (s *initServer) run(p *processRequest, files []*os.File) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	env := mergeEnv(s.spec.Process.Env, []string{"HOME=" + u.Home, "USER=" + u.Name})
+	env := MergeEnv(s.spec.Process.Env, []string{"HOME=" + u.Home, "USER=" + u.Name})
 	if u.Name == "" {
-		env = mergeEnv(s.spec.Process.Env, []string{"HOME=" + u.Home})
+		env = MergeEnv(s.spec.Process.Env, []string{"HOME=" + u.Home})
 	}
-	env = mergeEnv(env, p.Env)
+	env = MergeEnv(env, p.Env)
 	dir := p.Dir
 	if dir == "" {
 		dir = "/"
@@ -490,7 +497,7 @@ var rlimitNames = map[string]int{
 // applyRlimits sets the process-wide rlimits a child is to inherit (the template's, then the
 // process's own) and returns a function restoring the init's. The caller holds s.mu, so
 // forks are serialised.
-func applyRlimits(template []specs.POSIXRlimit, own []rlimitSpec) (func(), error) {
+func applyRlimits(template []specs.POSIXRlimit, own []Rlimit) (func(), error) {
 	want := map[int]unix.Rlimit{}
 	for _, r := range template {
 		if res, ok := rlimitNames[r.Type]; ok {
@@ -525,7 +532,7 @@ func applyRlimits(template []specs.POSIXRlimit, own []rlimitSpec) (func(), error
 }
 
 // wait blocks until process id exits, or until the client hangs up.
-func (s *initServer) wait(c *net.UnixConn, id string) (int, error) {
+func (s *initServer) wait(c *conn, id string) (int, error) {
 	s.mu.Lock()
 	p := s.byID[id]
 	s.mu.Unlock()

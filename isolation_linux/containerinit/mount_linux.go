@@ -1,4 +1,4 @@
-package isolationlinux
+package containerinit
 
 import (
 	"errors"
@@ -160,7 +160,7 @@ func setupRootfs(spec *specs.Spec) error {
 		return fmt.Errorf("making the mount namespace private: %w", err)
 	}
 	rootfs := spec.Root.Path
-	if err := unix.Mount("overlay", rootfs, "overlay", unix.MS_NODEV, spec.Annotations[annotationOverlay]); err != nil {
+	if err := unix.Mount("overlay", rootfs, "overlay", unix.MS_NODEV, spec.Annotations[AnnotationOverlay]); err != nil {
 		return fmt.Errorf("mounting the overlay root filesystem on %s: %w", rootfs, err)
 	}
 	rootFd, err := unix.Open(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)

@@ -1,4 +1,4 @@
-package isolationlinux
+package containerinit
 
 import (
 	"errors"
@@ -7,6 +7,30 @@ import (
 	"github.com/trellis-run/trellis/isolation"
 )
 
+// Argv0 is the argv[0] under which the backend executes its binary as a container's init.
+const Argv0 = "trellis-container-init"
+
+// File descriptors the backend hands to the init (exec.Cmd.ExtraFiles order). The init's
+// argv[1] is the container's handle, used only in its log.
+const (
+	FdSync      = 3 // write end of a pipe: one JSON line, a SyncMessage
+	FdListener  = 4 // the listening seqpacket socket <state>/init.sock
+	FdConfig    = 5 // config.json, read-only
+	FdProcesses = 6 // <state>/processes, where the init records exit codes
+	FdBinary    = 7 // the sealed init binary, which the backend executes by this number
+)
+
+// AnnotationOverlay is the config.json annotation holding the overlay mount options
+// (lowerdir, upperdir, workdir) of the root filesystem, which the OCI spec has no field for:
+// Root.Path is the mount point.
+const AnnotationOverlay = "dev.trellis.rootfs.overlay"
+
+// SyncMessage is the init's one report on FdSync: ready, or why setup failed.
+type SyncMessage struct {
+	Ready bool   `json:"ready,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
 // The init protocol. The backend talks to a container's init over the unix seqpacket socket
 // <state>/init.sock: one request per connection, one JSON packet each way, with file
 // descriptors attached to the request packet (SCM_RIGHTS) where an operation needs them. A
@@ -14,45 +38,48 @@ import (
 
 // Operations.
 const (
-	opPing      = "ping"       // reply at once; proves the init serves
-	opRun       = "run"        // fds: stdin, stdout, stderr; starts Process
-	opWait      = "wait"       // replies when process ID has exited, with its exit code
-	opSignal    = "signal"     // delivers Signal to process ID
-	opStop      = "stop"       // SIGTERM everything, SIGKILL after GraceMillis (at once with Kill)
-	opStreamIn  = "stream-in"  // fds: the read end of a pipe carrying a tar; unpacks it at Path
-	opStreamOut = "stream-out" // fds: the write end of a pipe; replies, then writes Path as tar
+	OpPing      = "ping"       // reply at once; proves the init serves
+	OpRun       = "run"        // fds: stdin, stdout, stderr; starts Process
+	OpWait      = "wait"       // replies when process ID has exited, with its exit code
+	OpSignal    = "signal"     // delivers Signal to process ID
+	OpStop      = "stop"       // SIGTERM everything, SIGKILL after GraceMillis (at once with Kill)
+	OpStreamIn  = "stream-in"  // fds: the read end of a pipe carrying a tar; unpacks it at Path
+	OpStreamOut = "stream-out" // fds: the write end of a pipe; replies, then writes Path as tar
 )
 
-// maxPacket bounds one protocol packet (the environment and arguments of a process fit easily).
-const maxPacket = 1 << 20
+// MaxPacket bounds one protocol packet (the environment and arguments of a process fit easily).
+const MaxPacket = 1 << 20
 
-type initRequest struct {
+// Request is one request to the init.
+type Request struct {
 	Op          string          `json:"op"`
 	ID          string          `json:"id,omitempty"`
-	Process     *processRequest `json:"process,omitempty"`
+	Process     *ProcessRequest `json:"process,omitempty"`
 	Signal      int             `json:"signal,omitempty"`
 	Path        string          `json:"path,omitempty"`
 	GraceMillis int64           `json:"grace_ms,omitempty"`
 	Kill        bool            `json:"kill,omitempty"`
 }
 
-type processRequest struct {
-	ID      string       `json:"id"`
-	Path    string       `json:"path"`
-	Args    []string     `json:"args,omitempty"`
-	Env     []string     `json:"env,omitempty"`
-	Dir     string       `json:"dir,omitempty"`
-	User    string       `json:"user,omitempty"`
-	Rlimits []rlimitSpec `json:"rlimits,omitempty"`
+// ProcessRequest is the process of an OpRun request.
+type ProcessRequest struct {
+	ID      string   `json:"id"`
+	Path    string   `json:"path"`
+	Args    []string `json:"args,omitempty"`
+	Env     []string `json:"env,omitempty"`
+	Dir     string   `json:"dir,omitempty"`
+	User    string   `json:"user,omitempty"`
+	Rlimits []Rlimit `json:"rlimits,omitempty"`
 }
 
-type rlimitSpec struct {
+// Rlimit is one resource limit of a process (Resource is the RLIMIT_* number).
+type Rlimit struct {
 	Resource int    `json:"resource"`
 	Soft     uint64 `json:"soft"`
 	Hard     uint64 `json:"hard"`
 }
 
-// Error classes carried in initResponse.Class, mapped back onto isolation's sentinels.
+// Error classes carried in Response.Class, mapped back onto isolation's sentinels.
 const (
 	classNotFound    = "not_found"
 	classInvalid     = "invalid"
@@ -61,20 +88,21 @@ const (
 	classExists      = "exists"
 )
 
-type initResponse struct {
+// Response is the init's reply.
+type Response struct {
 	Error    string `json:"error,omitempty"`
 	Class    string `json:"class,omitempty"`
 	Pid      int    `json:"pid,omitempty"`
 	ExitCode int    `json:"exit_code,omitempty"`
 }
 
-// errorResponse turns an init-side error into a response, keeping its class.
+// ErrorResponse turns an init-side error into a response, keeping its class.
 // A nil error is a plain success.
-func errorResponse(err error) initResponse {
+func ErrorResponse(err error) Response {
 	if err == nil {
-		return initResponse{}
+		return Response{}
 	}
-	r := initResponse{Error: err.Error()}
+	r := Response{Error: err.Error()}
 	switch {
 	case errors.Is(err, isolation.ErrNotFound):
 		r.Class = classNotFound
@@ -90,8 +118,8 @@ func errorResponse(err error) initResponse {
 	return r
 }
 
-// err rebuilds the error of a response on the backend side; nil when it carries none.
-func (r initResponse) err() error {
+// Err rebuilds the error of a response on the backend side; nil when it carries none.
+func (r Response) Err() error {
 	if r.Error == "" {
 		return nil
 	}
@@ -126,7 +154,17 @@ func (e *classedError) Unwrap() error { return e.class }
 // was asked and why it failed.
 var ErrInit = errors.New("container init")
 
-// validID is the rule for process ids (they name a directory in the state dir).
-func validID(id string) bool {
-	return id != "." && id != ".." && handlePattern.MatchString(id)
+// ValidID is the rule for process ids, which name a directory in the state dir: 1 to 128 of
+// [A-Za-z0-9_.-], and neither "." nor "..". (isolation.ContainerSpec's rule for handles.)
+func ValidID(id string) bool {
+	if len(id) == 0 || len(id) > 128 || id == "." || id == ".." {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

@@ -1,4 +1,4 @@
-package isolationlinux
+package containerinit
 
 import (
 	"fmt"
@@ -38,12 +38,12 @@ func nativeArch() (specs.Arch, uint32, error) {
 	return "", 0, fmt.Errorf("%w: seccomp filter for %s", isolation.ErrUnsupported, runtime.GOARCH)
 }
 
-// compileSeccomp turns the OCI seccomp section into a classic BPF program for the native
+// CompileSeccomp turns the OCI seccomp section into a classic BPF program for the native
 // architecture. It supports what BuildSpec emits: a default action of ALLOW, ERRNO or KILL
 // rules, and arguments compared with SCMP_CMP_EQ or SCMP_CMP_MASKED_EQ on their low 32 bits.
 // A syscall name unknown on this architecture is skipped (it cannot be called either); a
 // foreign architecture's calls (e.g. i386 through int 0x80) fail with EPERM.
-func compileSeccomp(sc *specs.LinuxSeccomp) ([]unix.SockFilter, error) {
+func CompileSeccomp(sc *specs.LinuxSeccomp) ([]unix.SockFilter, error) {
 	_, audit, err := nativeArch()
 	if err != nil {
 		return nil, err
@@ -63,7 +63,7 @@ func compileSeccomp(sc *specs.LinuxSeccomp) ([]unix.SockFilter, error) {
 		andK  = unix.BPF_ALU | unix.BPF_AND | unix.BPF_K
 		retK  = unix.BPF_RET | unix.BPF_K
 	)
-	eperm := uint32(unix.SECCOMP_RET_ERRNO | errnoEPERM)
+	eperm := uint32(unix.SECCOMP_RET_ERRNO | unix.EPERM)
 	prog := []unix.SockFilter{
 		stmt(ldAbs, seccompDataArch),
 		jump(jeqK, audit, 1, 0),
@@ -131,7 +131,7 @@ func seccompAction(a specs.LinuxSeccompAction, errno *uint) (uint32, error) {
 	case specs.ActAllow:
 		return unix.SECCOMP_RET_ALLOW, nil
 	case specs.ActErrno:
-		e := uint32(errnoEPERM)
+		e := uint32(unix.EPERM)
 		if errno != nil {
 			e = uint32(*errno)
 		}

@@ -1,4 +1,4 @@
-package isolationlinux
+package containerinit
 
 import "golang.org/x/sys/unix"
 

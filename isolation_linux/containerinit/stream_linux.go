@@ -1,4 +1,4 @@
-package isolationlinux
+package containerinit
 
 import (
 	"archive/tar"
@@ -58,7 +58,7 @@ func extractTar(r io.Reader, dst string) error {
 			continue
 		}
 		target := path.Join(dst, name)
-		if err := extractEntry(rootFd, tr, hdr, target, dst); err != nil {
+		if err := ExtractEntry(rootFd, tr, hdr, target, dst); err != nil {
 			return fmt.Errorf("%w: %s: %v", isolation.ErrInvalidSpec, hdr.Name, err)
 		}
 		if hdr.Typeflag == tar.TypeDir {
@@ -76,7 +76,7 @@ func extractTar(r io.Reader, dst string) error {
 	return nil
 }
 
-func extractEntry(rootFd int, tr *tar.Reader, hdr *tar.Header, target, dst string) error {
+func ExtractEntry(rootFd int, tr *tar.Reader, hdr *tar.Header, target, dst string) error {
 	parent, base := path.Split(target)
 	pfd, err := mkdirAllInRoot(rootFd, parent, 0o755)
 	if err != nil {
