@@ -1,13 +1,19 @@
 package installer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 )
+
+// DefaultStopTimeout bounds how long `trellis agent stop` waits for the drain: the agent's
+// default evacuation timeout (10 min) with a margin, as the systemd unit's TimeoutStopSec.
+const DefaultStopTimeout = 15 * time.Minute
 
 // ServiceCommands returns `install`, `uninstall`, `start`, `stop`, `status`, `configure`,
 // `purge` and the hidden `recovery`, for the CLI to add under `trellis agent`. Each takes
@@ -15,6 +21,7 @@ import (
 // Options are checked when a command runs, so a bad field fails that command with
 // ErrInvalidOptions.
 func ServiceCommands(o Options) []*cobra.Command {
+	var stopTimeout time.Duration
 	service := func() (Service, error) { return NewService(o) }
 	withConfig := func(cmd *cobra.Command) *cobra.Command {
 		cmd.Flags().StringVar(&o.ConfigPath, "config", o.ConfigPath, "the agent's configuration file")
@@ -87,9 +94,16 @@ running instance gets a replacement elsewhere, and its containers stop once the 
 			if err != nil {
 				return err
 			}
-			return s.Stop(cmd.Context())
+			ctx := cmd.Context()
+			if stopTimeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, stopTimeout)
+				defer cancel()
+			}
+			return s.Stop(ctx)
 		},
 	})
+	stop.Flags().DurationVar(&stopTimeout, "timeout", DefaultStopTimeout, "how long to wait for the drain (0: as long as it takes)")
 
 	status := withConfig(&cobra.Command{
 		Use:   "status",
@@ -161,13 +175,20 @@ to apply a change. --tags and --rootfs take comma-separated lists or repeat.`,
 		Short: "Delete the agent's configuration and data directory (after uninstall)",
 		Long: `Delete the configuration file and the agent's data directory, then the configuration's
 directory if it is empty. The data directory is deleted only if it is the default one or lies
-beside the configuration. Run 'trellis agent uninstall' first.`,
+beside the configuration. It refuses while the service is installed: run 'trellis agent
+uninstall' first.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Purging a cell whose service may still start would leave it unable to.
 			s, err := service()
-			if err == nil {
-				if st, err := s.Status(cmd.Context()); err == nil && st.State == StateRunning {
-					return fmt.Errorf("%w: %s is running; uninstall it before purging", ErrInvalidOptions, o.Name)
-				}
+			if err != nil {
+				return err
+			}
+			st, err := s.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if st.State != StateNotInstalled {
+				return fmt.Errorf("%w: %s (%s); run 'trellis agent uninstall' first", ErrStillInstalled, o.Name, st.State)
 			}
 			return Purge(cmd.Context(), o.ConfigPath)
 		},

@@ -122,6 +122,12 @@ func TestServiceLifecycleSystemdOffline(t *testing.T) {
 		t.Errorf("configure with a bad URL = %v, want ErrInvalidConfig", err)
 	}
 
+	if _, err := runCommand(t, o, "purge"); !errors.Is(err, ErrStillInstalled) {
+		t.Errorf("purge while installed = %v, want ErrStillInstalled", err)
+	}
+	if _, err := os.Stat(o.ConfigPath); err != nil {
+		t.Fatalf("a refused purge removed the config: %v", err)
+	}
 	if out, err := runCommand(t, o, "uninstall"); err != nil {
 		t.Fatalf("uninstall: %v\n%s", err, out)
 	}

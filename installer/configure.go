@@ -220,7 +220,7 @@ func Purge(ctx context.Context, path string) error {
 	}
 	dataDir = filepath.Clean(dataDir)
 	if dataDir == filepath.Clean(defaultDataDir()) || within(dir, dataDir) {
-		if err := os.RemoveAll(dataDir); err != nil {
+		if err := removeTree(dataDir); err != nil {
 			return fmt.Errorf("installer: purge %s: %w", dataDir, err)
 		}
 	}
@@ -230,6 +230,33 @@ func Purge(ctx context.Context, path string) error {
 	if entries, err := os.ReadDir(dir); err == nil && len(entries) == 0 {
 		if err := os.Remove(dir); err != nil {
 			return fmt.Errorf("installer: purge %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// removeTree removes path and everything under it. os.RemoveAll comes first; where it fails
+// (under wine its Windows implementation does), the tree is removed entry by entry, deepest
+// first, with plain deletes. Symbolic links are removed, never followed.
+func removeTree(path string) error {
+	err := os.RemoveAll(path)
+	if err == nil {
+		return nil
+	}
+	var entries []string
+	walkErr := filepath.WalkDir(path, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		entries = append(entries, p)
+		return nil
+	})
+	if walkErr != nil && !errors.Is(walkErr, fs.ErrNotExist) {
+		return fmt.Errorf("%w (walking it: %v)", err, walkErr)
+	}
+	for i := len(entries) - 1; i >= 0; i-- {
+		if rerr := os.Remove(entries[i]); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			return fmt.Errorf("%w (then %v)", err, rerr)
 		}
 	}
 	return nil

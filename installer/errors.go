@@ -12,6 +12,8 @@ var (
 	ErrInvalidConfig = errors.New("invalid agent configuration")
 	// ErrNotInstalled is returned when controlling a service that is not installed.
 	ErrNotInstalled = errors.New("service not installed")
+	// ErrStillInstalled is returned by purge while the service is installed.
+	ErrStillInstalled = errors.New("service still installed")
 	// ErrService wraps a failure of the platform's service manager.
 	ErrService = errors.New("service manager failed")
 )

@@ -3,9 +3,11 @@
 package installer
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
+	"golang.org/x/sys/windows"
 	"golang.org/x/sys/windows/svc/mgr"
 )
 
@@ -33,7 +35,9 @@ func SetRecovery(name string) error {
 	if err := s.SetRecoveryActions(actions, uint32(RecoveryResetPeriod/time.Second)); err != nil {
 		return fmt.Errorf("%w: set recovery actions of %s (restart after %s): %v", ErrService, name, formatSeconds(RecoveryDelay), err)
 	}
-	if err := s.SetRecoveryActionsOnNonCrashFailures(true); err != nil {
+	// Wine does not implement this setting (ERROR_INVALID_LEVEL); there the actions apply to
+	// crashes only, which is all wine tests need.
+	if err := s.SetRecoveryActionsOnNonCrashFailures(true); err != nil && !errors.Is(err, windows.ERROR_INVALID_LEVEL) {
 		return fmt.Errorf("%w: set recovery on non-crash failures of %s: %v", ErrService, name, err)
 	}
 	return nil

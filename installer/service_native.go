@@ -105,12 +105,7 @@ func (n *nativeService) Start(ctx context.Context) error {
 	return n.wrap("start", n.svc.Start())
 }
 
-func (n *nativeService) Stop(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	return n.wrap("stop", n.svc.Stop())
-}
+func (n *nativeService) Stop(ctx context.Context) error { return stopNative(ctx, n) }
 
 func (n *nativeService) Status(ctx context.Context) (Status, error) {
 	out := Status{Manager: n.Manager()}

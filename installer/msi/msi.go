@@ -147,6 +147,7 @@ type wxsData struct {
 	NotRemoving, PurgeCondition                    string
 	ConfigureCommand, ConfigureCondition           string
 	RecoveryCommand, PurgeCommand                  string
+	DrainCommand, DrainCondition                   string
 }
 
 // RenderWXS returns the WiX source for cfg. Errors: ErrInvalidConfig.
@@ -160,6 +161,9 @@ func RenderWXS(cfg Config) ([]byte, error) {
 		ExeFileID: exeFileID, ServiceName: ServiceName, ServiceArguments: ServiceArguments,
 		RecoveryCommand: "agent recovery --name " + ServiceName,
 		PurgeCommand:    `agent purge --config "` + ConfigPath + `"`,
+		DrainCommand:    `agent stop --timeout 0 --config "` + ConfigPath + `"`,
+		// Whenever a trellis.exe is already installed: repair, upgrade, uninstall.
+		DrainCondition: "Installed OR WIX_UPGRADE_DETECTED",
 	}
 	cmd := []string{`agent configure --config "` + ConfigPath + `"`}
 	var names []string

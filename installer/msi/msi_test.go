@@ -168,6 +168,8 @@ func TestBuildTables(t *testing.T) {
 		// "ignore the exit code".
 		{"CustomAction", "ConfigureAgent", map[int]string{1: "3090", 2: exeFileID, 3: `agent configure --config "[CommonAppDataFolder]trellis\agent.yaml" --bbs-url "[BBS_URL]" --cell-id "[CELL_ID]" --zone "[ZONE]" --tags "[PLACEMENT_TAGS]" --rootfs "[ROOTFS_PROVIDERS]" --ca-file "[CA_FILE]" --cert-file "[CERT_FILE]" --key-file "[KEY_FILE]"`}},
 		{"CustomAction", "SetAgentRecovery", map[int]string{1: "3154", 3: "agent recovery --name trellis-agent"}},
+		{"CustomAction", "DrainAgent", map[int]string{1: "3154", 3: `agent stop --timeout 0 --config "[CommonAppDataFolder]trellis\agent.yaml"`}},
+		{"InstallExecuteSequence", "DrainAgent", map[int]string{1: "Installed OR WIX_UPGRADE_DETECTED", 2: "1899"}},
 		{"CustomAction", "PurgeAgent", map[int]string{1: "3154", 3: `agent purge --config "[CommonAppDataFolder]trellis\agent.yaml"`}},
 		{"InstallExecuteSequence", "ConfigureAgent", map[int]string{2: "4001"}},
 		{"InstallExecuteSequence", "PurgeAgent", map[int]string{1: `REMOVE~="ALL" AND NOT UPGRADINGPRODUCTCODE`, 2: "2001"}},
@@ -201,6 +203,7 @@ func TestBuildTables(t *testing.T) {
 		seq[cols[0]] = n
 	}
 	for _, o := range [][2]string{
+		{"DrainAgent", "StopServices"},
 		{"DeleteServices", "PurgeAgent"}, {"PurgeAgent", "RemoveFiles"},
 		{"InstallFiles", "ConfigureAgent"}, {"ConfigureAgent", "StartServices"},
 		{"InstallServices", "SetAgentRecovery"}, {"SetAgentRecovery", "StartServices"},
