@@ -228,7 +228,8 @@ const (
 TRELLIS_BBS_FLAGS="--data-dir /var/lib/trellis/bbs --listen 0.0.0.0:8889 --tls-ca /etc/trellis/pki/ca.crt --tls-cert /etc/trellis/pki/bbs.crt --tls-key /etc/trellis/pki/bbs.key"
 `
 	DefaultBrainEnv = `# Flags of trellis-brain.service, passed to ` + "`trellis brain`" + ` (see trellis brain --help).
-TRELLIS_BRAIN_FLAGS="--bbs-url https://127.0.0.1:8889 --ca-file /etc/trellis/pki/ca.crt --cert-file /etc/trellis/pki/brain.crt --key-file /etc/trellis/pki/brain.key"
+# Every brain of a cluster needs its own --owner (the default, <hostname>-<pid>, is unique).
+TRELLIS_BRAIN_FLAGS="--bbs-url https://127.0.0.1:8889 --bbs-ca /etc/trellis/pki/ca.crt --bbs-cert /etc/trellis/pki/brain.crt --bbs-key /etc/trellis/pki/brain.key --metrics-listen 127.0.0.1:9101"
 `
 )
 
