@@ -11,6 +11,7 @@ packages=(
   busybox-static             # the small Linux rootfs stack used by tests and `make run`
   e2fsprogs xfsprogs         # mkfs.ext4 (per-container disk images) and XFS project quotas
   runc crun                  # peers measured side by side by `make bench`
+  msitools wixl osslsigncode # the Windows cell's MSI: build, inspect, sign
 )
 packages+=("$@")
 
