@@ -171,12 +171,14 @@ loop:
 		}
 	}
 	// Stop placing first, then wait for what is in flight to end.
+	if lost != nil {
+		b.metrics.lockLosses.Inc()
+	}
 	b.leading.Store(false)
 	b.metrics.leader.Set(0)
 	cancel()
 	<-done
 	if lost != nil {
-		b.metrics.lockLosses.Inc()
 		b.log.WarnContext(ctx, "lost leadership: stopped acting", "error", lost)
 		if models.IsLockHeld(lost) {
 			return
