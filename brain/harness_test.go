@@ -49,14 +49,14 @@ func TestMain(m *testing.M) {
 
 // cluster is a real BBS on embedded etcd with mutual TLS, and clients for its roles.
 type cluster struct {
-	t        *testing.T
+	t        testing.TB
 	bbs      *standalone.BBS
 	pki      *certs.DevPKI
 	operator *client.Client
 }
 
 // newCluster starts a BBS. now, when set, stamps the records (a fake clock's Now).
-func newCluster(t *testing.T, now func() time.Time) *cluster {
+func newCluster(t testing.TB, now func() time.Time) *cluster {
 	t.Helper()
 	dir := t.TempDir()
 	pki, err := certs.EnsureDevPKI(filepath.Join(dir, "pki"), nil)
@@ -457,7 +457,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 }
 
 // testLogger discards logs unless BRAIN_TEST_LOG is set, then writes debug lines to stderr.
-func testLogger(t *testing.T, owner string) *slog.Logger {
+func testLogger(t testing.TB, owner string) *slog.Logger {
 	if os.Getenv("BRAIN_TEST_LOG") == "" {
 		return slog.New(slog.DiscardHandler)
 	}
@@ -467,7 +467,7 @@ func testLogger(t *testing.T, owner string) *slog.Logger {
 
 // metricValue reads one counter or gauge of a test brain's registry; labels are name, value
 // pairs that the series must carry.
-func metricValue(t *testing.T, b *runningBrain, name string, labels ...string) float64 {
+func metricValue(t testing.TB, b *runningBrain, name string, labels ...string) float64 {
 	t.Helper()
 	families, err := b.reg.Gather()
 	if err != nil {
