@@ -382,3 +382,20 @@ func TestTaskCallback(t *testing.T) {
 		t.Errorf("callback body = %+v, want the completed task with its result", posts[0])
 	}
 }
+
+// TestCellReportedUsageCounts: a cell that reports no memory left (containers the BBS does not
+// know of) gets no work, although the records put nothing on it.
+func TestCellReportedUsageCounts(t *testing.T) {
+	c := newCluster(t, nil)
+	c.startBrain(brainOpts{})
+	c.startCell("cell-1", "z1", []string{linux}, 10*time.Second, false, func(p *models.CellPresence) {
+		p.Available = &models.Resources{MemoryMB: 0, DiskMB: 4096, Containers: 64}
+	})
+	c.startCell("cell-2", "z1", []string{linux}, 10*time.Second, false)
+	c.desire("web", linux, 2)
+	var per map[string]int
+	eventually(t, 10*time.Second, func() (why string) { per, why = c.runningPerCell("web", 2); return why })
+	if per["cell-2"] != 2 {
+		t.Errorf("instances per cell = %v, want both on cell-2", per)
+	}
+}

@@ -232,7 +232,7 @@ type testCell struct {
 	done   chan struct{}
 }
 
-func (c *cluster) startCell(id, zone string, rootfs []string, ttl time.Duration, crash bool) *testCell {
+func (c *cluster) startCell(id, zone string, rootfs []string, ttl time.Duration, crash bool, mutate ...func(*models.CellPresence)) *testCell {
 	c.t.Helper()
 	files, err := c.pki.IssueCell(id)
 	if err != nil {
@@ -246,6 +246,9 @@ func (c *cluster) startCell(id, zone string, rootfs []string, ttl time.Duration,
 			RootFSProviders: rootfs,
 		},
 		done: make(chan struct{}),
+	}
+	for _, m := range mutate {
+		m(&cell.presence)
 	}
 	ctx := context.Background()
 	rev, err := cell.client.Revision(ctx)

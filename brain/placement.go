@@ -11,7 +11,8 @@ import (
 
 // cellStates is the batcher's Cells: every present cell with what the view says it holds.
 // A record counts on its cell from placement (UNCLAIMED with a cell, or a PENDING task with
-// one) until it stops running; it is "starting" until RUNNING.
+// one) until it stops running; it is "starting" until RUNNING. Where the cell reports using
+// more than that, its report is taken.
 func (s *session) cellStates(context.Context) ([]*auction.CellState, error) {
 	s.mu.Lock()
 	states := make(map[string]*auction.CellState, len(s.cells))
@@ -38,6 +39,18 @@ func (s *session) cellStates(context.Context) ([]*auction.CellState, error) {
 		}
 		if cs := states[t.CellID]; cs != nil {
 			cs.AddTask(t.MemoryMB, t.DiskMB, t.State == models.TaskStatePending)
+		}
+	}
+	for id, p := range s.cells {
+		// What the cell says it uses (its reported Available) wins where it exceeds what the
+		// records account for: containers the BBS does not know of, or a reservation the
+		// cell made before our view caught up. Without it a cell that rejects work for lack
+		// of room would be offered the same work again.
+		if av := p.Available; av != nil {
+			cs := states[id]
+			cs.Reserved.MemoryMB = max(cs.Reserved.MemoryMB, p.Capacity.MemoryMB-av.MemoryMB)
+			cs.Reserved.DiskMB = max(cs.Reserved.DiskMB, p.Capacity.DiskMB-av.DiskMB)
+			cs.Reserved.Containers = max(cs.Reserved.Containers, p.Capacity.Containers-av.Containers)
 		}
 	}
 	s.mu.Unlock()

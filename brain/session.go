@@ -30,6 +30,10 @@ func keyOf(a *models.ActualLRP) actualKey {
 	return actualKey{a.ProcessGuid, a.Index, a.Presence}
 }
 
+// rejectedRetryDelay is how long an instance its cell rejected waits before it is auctioned
+// again.
+const rejectedRetryDelay = time.Second
+
 // listRevisions are the revisions the full read of each kind was taken at: events at or before
 // them are already in the view.
 type listRevisions struct {
@@ -381,7 +385,22 @@ func (s *session) putActualLocked(a *models.ActualLRP) {
 		return // already applied (a write's result, then its event)
 	}
 	ik := lrpKey{a.ProcessGuid, a.Index}
-	if needsHome(a) && (!needsHome(prev) || s.retryLRP[ik]) {
+	switch {
+	case needsHome(a) && prev != nil && prev.CellID != "" && prev.State == models.ActualLRPStateUnclaimed && a.PlacementError != "":
+		// The cell it was placed on rejected it. Our view of that cell disagreed with the
+		// cell's own; auction it again after a pause, so a disagreement that persists cannot
+		// turn into a place-and-reject loop at network speed.
+		delete(s.retryLRP, ik)
+		s.log.Info("instance rejected by its cell; auctioning it again", "process_guid", a.ProcessGuid,
+			"index", a.Index, "cell", prev.CellID, "reason", a.PlacementError, "in", rejectedRetryDelay)
+		s.later(rejectedRetryDelay, func(context.Context) {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if cur := s.actual[k]; cur != nil && cur.Revision == a.Revision {
+				s.queueLRPLocked(cur)
+			}
+		})
+	case needsHome(a) && (!needsHome(prev) || s.retryLRP[ik]):
 		delete(s.retryLRP, ik)
 		s.queueLRPLocked(a)
 	}
