@@ -105,74 +105,49 @@ const (
 	errnoENOSYS = 38
 )
 
-// handlePattern is isolation.ContainerSpec's rule for handles.
+// handlePattern is isolation.ValidateHandle's rule for handles and process ids (without its
+// exclusion of "." and ".."), for the state-dir scans and lookups that match names directly.
 var handlePattern = regexp.MustCompile(`^[A-Za-z0-9_.\-]{1,128}$`)
 
-// envPattern is a NAME=value environment entry.
+// envPattern is a NAME=value environment entry, as isolation.ValidateProcessSpec checks it.
 var envPattern = regexp.MustCompile(`^[^=\x00]+=[^\x00]*$`)
 
 // rootfsPreloaded is the only RootFS scheme this backend resolves.
 const rootfsPreloaded = "preloaded:"
 
-// ValidateContainerSpec checks a spec before anything is created. Errors wrap
-// isolation.ErrInvalidSpec (naming the field) or isolation.ErrUnsupported.
+// reservedMountPoints are the container paths the backend mounts itself; bind mounts may not
+// cover them or anything below them.
+var reservedMountPoints = []string{"/proc", "/sys", "/dev"}
+
+// ValidateContainerSpec checks a spec before anything is created: the platform-neutral rules
+// of isolation.ValidateContainerSpec, then what is particular to this backend: only
+// preloaded:<stack> root filesystems, bind mounts from slash paths on the host, and none onto
+// the mount points the backend owns. Errors wrap isolation.ErrInvalidSpec (naming the field)
+// or isolation.ErrUnsupported.
 func ValidateContainerSpec(cs isolation.ContainerSpec) error {
-	if !handlePattern.MatchString(cs.Handle) || cs.Handle == "." || cs.Handle == ".." {
-		return fmt.Errorf("%w: Handle %q must match %s", isolation.ErrInvalidSpec, cs.Handle, handlePattern)
+	if err := isolation.ValidateContainerSpec(cs); err != nil {
+		return err
 	}
 	if _, err := parseRootFS(cs.RootFS); err != nil {
 		return err
 	}
-	for i, e := range cs.Env {
-		if !envPattern.MatchString(e) {
-			return fmt.Errorf("%w: Env[%d] %q is not NAME=value", isolation.ErrInvalidSpec, i, e)
-		}
-	}
 	for i, b := range cs.BindMounts {
 		if !path.IsAbs(b.SrcPath) {
-			return fmt.Errorf("%w: BindMounts[%d].SrcPath %q is not absolute", isolation.ErrInvalidSpec, i, b.SrcPath)
-		}
-		if !path.IsAbs(b.DstPath) || path.Clean(b.DstPath) == "/" {
-			return fmt.Errorf("%w: BindMounts[%d].DstPath %q must be an absolute path other than /", isolation.ErrInvalidSpec, i, b.DstPath)
+			return fmt.Errorf("%w: BindMounts[%d].SrcPath %q is not an absolute path on this host", isolation.ErrInvalidSpec, i, b.SrcPath)
 		}
 		dst := path.Clean(b.DstPath)
-		for _, reserved := range []string{"/proc", "/sys", "/dev"} {
+		for _, reserved := range reservedMountPoints {
 			if dst == reserved || strings.HasPrefix(dst, reserved+"/") {
 				return fmt.Errorf("%w: BindMounts[%d].DstPath %q is under %s, which the backend owns", isolation.ErrInvalidSpec, i, b.DstPath, reserved)
 			}
 		}
 	}
-	if cs.Limits.CPUWeight > 100 {
-		return fmt.Errorf("%w: Limits.CPUWeight %d must be 0 (default) or 1-100", isolation.ErrInvalidSpec, cs.Limits.CPUWeight)
-	}
-	switch cs.Network {
-	case isolation.NetworkBridge:
-	case isolation.NetworkNone:
-		if len(cs.NetIn) > 0 {
-			return fmt.Errorf("%w: NetIn needs bridge networking, but Network is %q", isolation.ErrInvalidSpec, cs.Network)
-		}
-	default:
-		return fmt.Errorf("%w: Network %q is not %q (bridge) or %q", isolation.ErrInvalidSpec, cs.Network, isolation.NetworkBridge, isolation.NetworkNone)
-	}
-	for i, n := range cs.NetIn {
-		if n.ContainerPort == 0 || n.ContainerPort > 65535 {
-			return fmt.Errorf("%w: NetIn[%d].ContainerPort %d must be within 1-65535", isolation.ErrInvalidSpec, i, n.ContainerPort)
-		}
-		if n.HostPort > 65535 {
-			return fmt.Errorf("%w: NetIn[%d].HostPort %d must be within 0 (allocate) and 65535", isolation.ErrInvalidSpec, i, n.HostPort)
-		}
-	}
 	return nil
 }
 
-// parseRootFS returns the stack name of a "preloaded:<stack>" URI.
+// parseRootFS returns the stack name of a "preloaded:<stack>" URI. uri has passed
+// isolation.ValidateContainerSpec, so it is a URI; another scheme is ErrUnsupported.
 func parseRootFS(uri string) (string, error) {
-	if uri == "" {
-		return "", fmt.Errorf("%w: RootFS is empty; want preloaded:<stack>", isolation.ErrInvalidSpec)
-	}
-	if scheme, _, ok := strings.Cut(uri, ":"); !ok || scheme == "" {
-		return "", fmt.Errorf("%w: RootFS %q is not a URI (no scheme); want preloaded:<stack>", isolation.ErrInvalidSpec, uri)
-	}
 	if !strings.HasPrefix(uri, rootfsPreloaded) {
 		return "", fmt.Errorf("%w: RootFS %q: the linux backend resolves only preloaded:<stack>", isolation.ErrUnsupported, uri)
 	}

@@ -29,6 +29,21 @@ func TestValidateContainerSpec(t *testing.T) {
 			s.NetIn = []isolation.NetIn{{ContainerPort: 80}}
 		}, isolation.IsInvalidSpec},
 		{"cpu weight", func(s *isolation.ContainerSpec) { s.Limits.CPUWeight = 101 }, isolation.IsInvalidSpec},
+		{"empty stack", func(s *isolation.ContainerSpec) { s.RootFS = "preloaded:" }, isolation.IsInvalidSpec},
+		{"stack with a slash", func(s *isolation.ContainerSpec) { s.RootFS = "preloaded:../x" }, isolation.IsInvalidSpec},
+		{"drive path bind source", func(s *isolation.ContainerSpec) {
+			s.BindMounts = []isolation.BindMount{{SrcPath: `C:\data`, DstPath: "/data"}}
+		}, isolation.IsInvalidSpec},
+		{"bind onto /dev", func(s *isolation.ContainerSpec) {
+			s.BindMounts = []isolation.BindMount{{SrcPath: "/tmp", DstPath: "/dev/"}}
+		}, isolation.IsInvalidSpec},
+		{"bind beside /dev", func(s *isolation.ContainerSpec) {
+			s.BindMounts = []isolation.BindMount{{SrcPath: "/tmp", DstPath: "/devices"}}
+		}, func(err error) bool { return err == nil }},
+		{"invalid before unsupported", func(s *isolation.ContainerSpec) {
+			s.RootFS = "docker:///ubuntu"
+			s.Env = []string{"NOEQUALS"}
+		}, isolation.IsInvalidSpec},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
