@@ -45,13 +45,10 @@ func (s *Server) task(w http.ResponseWriter, r *http.Request, _ certs.Identity) 
 
 // deleteTask deletes a RESOLVING task. With ?force=true (the brain's purge of old COMPLETED
 // tasks) a COMPLETED task goes too; the brain may delete only that way.
-func (s *Server) deleteTask(w http.ResponseWriter, r *http.Request, id certs.Identity) error {
+func (s *Server) deleteTask(w http.ResponseWriter, r *http.Request, _ certs.Identity) error {
 	force, err := queryBool(r, "force")
 	if err != nil {
 		return err
-	}
-	if id.Role == certs.RoleBrain && !force {
-		return reqErr(models.ErrForbidden, "brain may delete tasks only with force=true")
 	}
 	if err := s.store.DeleteTask(r.Context(), r.PathValue("guid"), force); err != nil {
 		return err

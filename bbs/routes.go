@@ -56,7 +56,7 @@ func (s *Server) routes() *http.ServeMux {
 	s.handle(mux, "GET /v1/tasks/{guid}", anyRole, s.task)
 	s.handle(mux, "DELETE /v1/tasks/{guid}", brainOrOperator, s.deleteTask)
 	s.handle(mux, "POST /v1/tasks/{guid}/cancel", allowOperator, s.cancelTask)
-	s.handle(mux, "POST /v1/tasks/{guid}/resolve", allowOperator, s.resolvingTask)
+	s.handle(mux, "POST /v1/tasks/{guid}/resolve", brainOrOperator, s.resolvingTask)
 	s.handle(mux, "POST /v1/tasks/{guid}/place", brainOrOperator, s.placeTask)
 	s.handle(mux, "POST /v1/tasks/{guid}/fail_placement", brainOrOperator, s.failTaskPlacement)
 	s.handle(mux, "POST /v1/tasks/{guid}/fail", brainOrOperator, s.failTask)

@@ -169,14 +169,15 @@ func TestTaskLifecycle(t *testing.T) {
 	if err != nil || done.State != models.TaskStateCompleted || done.Result != "42" {
 		t.Fatalf("CompleteTask = %+v, %v", done, err)
 	}
-	if err := brain.DeleteTask(ctx, "t1", false); !models.IsForbidden(err) {
-		t.Fatalf("brain DeleteTask without force = %v, want Forbidden", err)
+	if err := brain.DeleteTask(ctx, "t1", false); !models.IsInvalidTransition(err) {
+		t.Fatalf("brain DeleteTask of a COMPLETED task without force = %v, want InvalidTransition", err)
 	}
-	if _, err := op.ResolvingTask(ctx, "t1"); err != nil {
-		t.Fatal(err)
+	// The brain resolves and deletes the tasks whose completion callback it delivers.
+	if _, err := brain.ResolvingTask(ctx, "t1"); err != nil {
+		t.Fatalf("brain ResolvingTask: %v", err)
 	}
-	if err := op.DeleteTask(ctx, "t1", false); err != nil {
-		t.Fatal(err)
+	if err := brain.DeleteTask(ctx, "t1", false); err != nil {
+		t.Fatalf("brain DeleteTask of a RESOLVING task: %v", err)
 	}
 	if _, err := op.Task(ctx, "t1"); !models.IsNotFound(err) {
 		t.Fatalf("Task after delete = %v, want NotFound", err)
