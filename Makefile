@@ -6,7 +6,8 @@ BIN     := bin/trellis
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/trellis-run/trellis/cmd/trellis/command.Version=$(VERSION)
 # Each test binary may use all cores; two packages at a time keep a 2-core machine responsive.
-TESTFLAGS ?= -p 2 -timeout 15m
+# -count=1: the e2e suite builds the binary itself, which the test cache cannot see.
+TESTFLAGS ?= -p 2 -count=1 -timeout 15m
 
 .PHONY: help deps build run test lint check fmt-check vet bench fuzz clean
 

@@ -11,6 +11,7 @@ import (
 	"github.com/trellis-run/trellis/bbs/certs"
 	"github.com/trellis-run/trellis/bbs/client"
 	"github.com/trellis-run/trellis/bbs/standalone"
+	"github.com/trellis-run/trellis/brain"
 )
 
 func init() { register(newDevCommand) }
@@ -28,8 +29,8 @@ func newDevCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run a one-machine cluster in the foreground",
-		Long: `Run a one-machine trellis cluster in the foreground: an embedded etcd and the BBS, with
-mutual TLS. On first start it creates a certificate authority and the certificates in
+		Long: `Run a one-machine trellis cluster in the foreground: an embedded etcd, the BBS (with mutual
+TLS) and the brain. On first start it creates a certificate authority and the certificates in
 --data-dir/pki, and writes the operator's client config (BBS URL and certificates) to
 --client-config, so plain 'trellis' commands reach this cluster. State lives in --data-dir and
 survives a restart. Ctrl-C stops everything cleanly.`,
@@ -60,6 +61,16 @@ survives a restart. Ctrl-C stops everything cleanly.`,
 			if err != nil {
 				return err
 			}
+			// The brain runs in this process over the store itself: same decisions, same locks,
+			// no certificate round trip.
+			br, err := brain.New(brain.DefaultConfig(), b.Store, logger.With("component", "brain"), nil)
+			if err != nil {
+				b.Close()
+				return err
+			}
+			brainDone := make(chan error, 1)
+			go func() { brainDone <- br.Run(cmd.Context()) }()
+
 			ccfg := client.DefaultConfig()
 			ccfg.URL = b.URL()
 			ccfg.CAFile = pki.CAFile
@@ -71,6 +82,7 @@ survives a restart. Ctrl-C stops everything cleanly.`,
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "trellis dev cluster is up\n")
 			fmt.Fprintf(out, "  BBS            %s (mutual TLS)\n", b.URL())
+			fmt.Fprintf(out, "  brain          leader-elected, in this process\n")
 			fmt.Fprintf(out, "  data           %s\n", f.dataDir)
 			fmt.Fprintf(out, "  client config  %s\n", f.clientConfig)
 			fmt.Fprintf(out, "\nIn another terminal, try:\n")
@@ -85,7 +97,11 @@ survives a restart. Ctrl-C stops everything cleanly.`,
 				fmt.Fprintln(out, "stopping")
 			case err := <-b.Done():
 				return fmt.Errorf("BBS stopped: %v", err)
+			case err := <-brainDone:
+				b.Close()
+				return fmt.Errorf("brain stopped: %v", err)
 			}
+			<-brainDone
 			return b.Close()
 		},
 	}
