@@ -10,9 +10,13 @@ import (
 // Reading `iptables-save` output: pure text work, kept untagged so it is tested everywhere.
 
 // natSweepScript turns `iptables-save -t nat` output into an iptables-restore script removing
-// container cid's rules and chains, and the number of rules and chains it removes.
+// container cid's rules and chains, and the number of rules and chains it removes. It finds
+// the rules the CNI plugins write (comment `name: "<network>" id: "<cid>"`) and this package's
+// DNAT rules (dnatMarker).
 func natSweepScript(save []byte, network, cid string) ([]byte, int) {
-	marker := fmt.Sprintf(`name: \"%s\" id: \"%s\"`, network, cid)
+	cniMarker := fmt.Sprintf(`name: \"%s\" id: \"%s\"`, network, cid)
+	ours := dnatMarker(network, cid)
+	marked := func(spec string) bool { return strings.Contains(spec, cniMarker) || strings.Contains(spec, ours) }
 	type rule struct{ chain, spec, target string }
 	var rules []rule
 	chains := map[string]bool{}
@@ -37,7 +41,7 @@ func natSweepScript(save []byte, network, cid string) ([]byte, int) {
 	// Per-container chains: those a marked rule jumps to, apart from the shared ones.
 	doomed := map[string]bool{}
 	for _, r := range rules {
-		if strings.Contains(r.spec, marker) && perContainerChain(r.target) && chains[r.target] {
+		if marked(r.spec) && perContainerChain(r.target) && chains[r.target] {
 			doomed[r.target] = true
 		}
 	}
@@ -48,7 +52,7 @@ func natSweepScript(save []byte, network, cid string) ([]byte, int) {
 		if doomed[r.chain] {
 			continue // flushed below
 		}
-		if strings.Contains(r.spec, marker) || doomed[r.target] {
+		if marked(r.spec) || doomed[r.target] {
 			b.WriteString("-D " + r.spec + "\n")
 			n++
 		}
@@ -81,7 +85,8 @@ func perContainerChain(c string) bool {
 	return strings.HasPrefix(c, "CNI-") && !strings.HasPrefix(c, "CNI-HOSTPORT-")
 }
 
-// checkPortMappings verifies, in `iptables-save -t nat` output, that container cid's DNAT
+// checkPortMappings verifies, for a container attached by the plugins (a record written before
+// this package wrote its own rules), in `iptables-save` output, that container cid's DNAT
 // chain forwards every host port to ip:container port. It stands in for portmap's own CHECK,
 // which in the Debian 12 plugins (1.1.1) fails on hosts with ip6tables for IPv4-only
 // containers ("could not check ipv6 dnat").

@@ -140,3 +140,49 @@ func isNetNSFile(f *os.File) bool {
 	t, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE)
 	return err == nil && t == unix.CLONE_NEWNET
 }
+
+// setLoopbackUp brings lo up in the network namespace at path (what the CNI loopback plugin
+// does, without a process).
+func setLoopbackUp(path string) error {
+	return loopbackFlags(path, func(fd int, ifr *unix.Ifreq) error {
+		flags := ifr.Uint16()
+		if flags&unix.IFF_UP != 0 {
+			return nil
+		}
+		ifr.SetUint16(flags | unix.IFF_UP)
+		if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+			return fmt.Errorf("set lo up: %w", err)
+		}
+		return nil
+	})
+}
+
+// checkLoopbackUp reports an error unless lo is up in the network namespace at path.
+func checkLoopbackUp(path string) error {
+	return loopbackFlags(path, func(_ int, ifr *unix.Ifreq) error {
+		if ifr.Uint16()&unix.IFF_UP == 0 {
+			return errors.New("lo is down")
+		}
+		return nil
+	})
+}
+
+// loopbackFlags reads lo's flags inside the namespace at path and hands them to fn, with the
+// socket they were read through.
+func loopbackFlags(path string, fn func(fd int, ifr *unix.Ifreq) error) error {
+	return RunInNetNS(path, func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("socket in netns %s: %w", path, err)
+		}
+		defer unix.Close(fd)
+		ifr, err := unix.NewIfreq("lo")
+		if err != nil {
+			return err
+		}
+		if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+			return fmt.Errorf("read flags of lo in netns %s: %w", path, err)
+		}
+		return fn(fd, ifr)
+	})
+}

@@ -30,8 +30,10 @@ const (
 	cniVersion = "1.0.0"
 )
 
-// requiredPlugins are the plugin binaries New insists on.
-var requiredPlugins = []string{"bridge", "host-local", "portmap", "firewall", "loopback"}
+// requiredPlugins are the plugin binaries New insists on. Port mappings, NAT, forwarding and
+// lo are this package's own work (rules.go, netns_linux.go); records of containers attached by
+// an older version also name portmap, firewall and loopback, which their Teardown runs if found.
+var requiredPlugins = []string{"bridge", "host-local"}
 
 // handlePattern is isolation.ContainerSpec's rule for handles.
 var handlePattern = regexp.MustCompile(`^[A-Za-z0-9_.\-]{1,128}$`)
@@ -164,33 +166,20 @@ type (
 	ipamRoute struct {
 		Dst string `json:"dst"`
 	}
-	portmapConf struct {
-		Type         string          `json:"type"`
-		Capabilities map[string]bool `json:"capabilities"`
-		SNAT         bool            `json:"snat"`
-	}
-	firewallConf struct {
-		Type    string `json:"type"`
-		Backend string `json:"backend"`
-	}
-	loopbackConf struct {
-		Type string `json:"type"`
-	}
 )
 
-// buildConfList renders the network configuration list for cfg, which must be valid:
+// buildConfList renders the network configuration list for cfg, which must be valid: the
+// bridge plugin alone, with
 //
-//   - bridge: a veth per container on cfg.BridgeName, the bridge as gateway (which turns on
-//     net.ipv4.ip_forward), masquerading of traffic leaving the subnet, hairpin mode so a
-//     container reaches its own mapped ports through the host;
+//   - a veth per container on cfg.BridgeName, the bridge as gateway (which turns on
+//     net.ipv4.ip_forward), hairpin mode so a container reaches its own mapped ports through
+//     the host;
 //   - host-local IPAM over cfg.Subnet, its leases in ipamDir so they are ours and survive a
-//     restart;
-//   - portmap with the portMappings capability and snat, so 127.0.0.1:<hostPort> and
-//     hairpin traffic work (the plugin sets route_localnet on the bridge for this);
-//   - firewall (iptables backend), which accepts the container's forwarded traffic in the
-//     filter table's FORWARD chain, so outbound traffic and mapped ports from other hosts work
-//     on hosts whose FORWARD policy is DROP (any host running Docker);
-//   - loopback, which brings lo up and passes the bridge's result on.
+//     restart.
+//
+// Masquerading (the plugin's ipMasq), port mappings (portmap) and forwarding accepts
+// (firewall) are shared iptables rules written by this package (rules.go): the plugins would
+// write them per container, one iptables process per rule.
 func buildConfList(cfg Config, ipamDir string) ([]byte, error) {
 	subnet, err := parseSubnet(cfg.Subnet)
 	if err != nil {
@@ -204,7 +193,7 @@ func buildConfList(cfg Config, ipamDir string) ([]byte, error) {
 				Type:        "bridge",
 				Bridge:      cfg.BridgeName,
 				IsGateway:   true,
-				IPMasq:      true,
+				IPMasq:      false,
 				HairpinMode: true,
 				MTU:         cfg.MTU,
 				IPAM: ipamConf{
@@ -214,9 +203,6 @@ func buildConfList(cfg Config, ipamDir string) ([]byte, error) {
 					DataDir: ipamDir,
 				},
 			},
-			portmapConf{Type: "portmap", Capabilities: map[string]bool{"portMappings": true}, SNAT: true},
-			firewallConf{Type: "firewall", Backend: "iptables"},
-			loopbackConf{Type: "loopback"},
 		},
 	}
 	return json.MarshalIndent(list, "", "  ")
@@ -242,19 +228,4 @@ func portRecords(ports []isolation.PortMapping) []portRecord {
 		out[i] = portRecord{HostPort: p.HostPort, ContainerPort: p.ContainerPort}
 	}
 	return out
-}
-
-// portMappingsArg is the runtime value of portmap's portMappings capability.
-type portMappingsArg struct {
-	HostPort      uint32 `json:"hostPort"`
-	ContainerPort uint32 `json:"containerPort"`
-	Protocol      string `json:"protocol"`
-}
-
-func capabilityArgs(ports []isolation.PortMapping) map[string]any {
-	pm := make([]portMappingsArg, len(ports))
-	for i, p := range ports {
-		pm[i] = portMappingsArg{HostPort: p.HostPort, ContainerPort: p.ContainerPort, Protocol: "tcp"}
-	}
-	return map[string]any{"portMappings": pm}
 }

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
@@ -36,9 +37,14 @@ type Network struct {
 	state store
 	cni   *libcni.CNIConfig
 	list  *libcni.NetworkConfigList
-	// checkList is list without portmap, whose CHECK is broken in the Debian 12 plugins.
-	checkList *libcni.NetworkConfigList
-	hostIP    string
+	rules ruleSet
+	// hostIP is what Result.HostIP says.
+	hostIP string
+
+	// ensureMu guards ensured: the network's shared rules have been made right by this
+	// Network (rebuild), so a Setup needs only its own DNAT rules.
+	ensureMu sync.Mutex
+	ensured  bool
 }
 
 // New checks cfg, finds the plugins and prepares the state directory. It changes nothing on
@@ -72,13 +78,6 @@ func New(cfg Config) (*Network, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: parse generated network config: %w", ErrInvalidConfig, err)
 	}
-	checkList := *list
-	checkList.Plugins = nil
-	for _, p := range list.Plugins {
-		if p.Network.Type != "portmap" {
-			checkList.Plugins = append(checkList.Plugins, p)
-		}
-	}
 	hostIP := cfg.HostIP
 	if hostIP == "" {
 		hostIP = primaryIPv4()
@@ -88,13 +87,13 @@ func New(cfg Config) (*Network, error) {
 		log = slog.Default()
 	}
 	return &Network{
-		cfg:       cfg,
-		log:       log.With("component", "network", "bridge", cfg.BridgeName),
-		state:     st,
-		cni:       libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, st.path(cniCacheDir), nil),
-		list:      list,
-		checkList: &checkList,
-		hostIP:    hostIP,
+		cfg:    cfg,
+		log:    log.With("component", "network", "bridge", cfg.BridgeName),
+		state:  st,
+		cni:    libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, st.path(cniCacheDir), nil),
+		list:   list,
+		rules:  newRuleSet(cfg.NetworkName, cfg.BridgeName, cfg.Subnet),
+		hostIP: hostIP,
 	}, nil
 }
 
@@ -126,13 +125,25 @@ func (n *Network) Setup(ctx context.Context, handle, netnsPath string, netIn []i
 	}
 	log := n.log.With("handle", handle, "netns", netnsPath)
 
-	raw, err := n.cni.AddNetworkList(ctx, n.list, n.runtimeConf(cid, netnsPath, portMappings(rec.Ports)))
-	if err != nil {
+	// The bridge plugin, lo and (on a Network's first Setup) the shared rules are independent:
+	// they run at the same time.
+	var wg sync.WaitGroup
+	var loErr, rulesErr error
+	wg.Go(func() { loErr = setLoopbackUp(netnsPath) })
+	wg.Go(func() { rulesErr = n.ensureRules(ctx) })
+	raw, err := n.cni.AddNetworkList(ctx, n.list, n.runtimeConf(cid, netnsPath))
+	wg.Wait()
+	switch {
+	case err != nil:
 		err = fmt.Errorf("%w: set up network of %q: %w", ErrPlugin, handle, err)
-	} else if err = ensureMappedPortsAccepted(ctx, n.cfg.NetworkName, n.cfg.BridgeName, n.cfg.Subnet); err != nil {
-		err = fmt.Errorf("set up network of %q: %w", handle, err)
-	} else if err = n.recordAttachment(ctx, rec, raw); err != nil {
-		err = fmt.Errorf("set up network of %q: %w", handle, err)
+	case loErr != nil:
+		err = fmt.Errorf("set up network of %q: %w", handle, loErr)
+	case rulesErr != nil:
+		err = fmt.Errorf("set up network of %q: %w", handle, rulesErr)
+	default:
+		if err = n.attach(ctx, rec, raw); err != nil {
+			err = fmt.Errorf("set up network of %q: %w", handle, err)
+		}
 	}
 	if err != nil {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
@@ -187,6 +198,7 @@ func (n *Network) reserve(ctx context.Context, handle, cid, netnsPath string, ne
 		ContainerID: cid,
 		NetNS:       netnsPath,
 		Ports:       portRecords(ports),
+		OwnRules:    true,
 		CreatedAt:   time.Now().UTC(),
 	}
 	if err := n.state.put(rec); err != nil {
@@ -200,8 +212,11 @@ func (n *Network) reserve(ctx context.Context, handle, cid, netnsPath string, ne
 	return rec, nil
 }
 
-// recordAttachment stores what the CNI ADD produced.
-func (n *Network) recordAttachment(ctx context.Context, rec *record, raw cnitypes.Result) error {
+// attach stores what the CNI ADD produced and adds the container's DNAT rules, in one
+// iptables-restore transaction under the state lock (so a concurrent rebuild sees the record
+// and the rules agree). If the transaction fails because the network's chains went missing (a
+// firewall reload, an operator), the rules are rebuilt from the records, this one included.
+func (n *Network) attach(ctx context.Context, rec *record, raw cnitypes.Result) error {
 	res, err := types100.NewResultFromResult(raw)
 	if err != nil {
 		return fmt.Errorf("%w: read result: %w", ErrPlugin, err)
@@ -225,13 +240,76 @@ func (n *Network) recordAttachment(ctx context.Context, rec *record, raw cnitype
 			break
 		}
 	}
+	if len(rec.Ports) > 0 {
+		// Set on every Setup with ports, not once: the bridge may have been recreated.
+		if err := enableRouteLocalnet(n.cfg.BridgeName); err != nil {
+			return err
+		}
+	}
 	rec.Attached = true
 	unlock, err := n.state.lock(ctx)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	return n.state.put(rec)
+	if err := n.state.put(rec); err != nil {
+		return err
+	}
+	if len(rec.Ports) == 0 {
+		return nil
+	}
+	script := n.rules.dnatScript("-A", containerPortRules(rec.ContainerID, rec.ContainerIP, rec.Ports))
+	if err := iptablesRestore(ctx, script); err != nil {
+		n.log.Warn("adding port rules failed; rebuilding the network's rules", "handle", rec.Handle, "error", err)
+		if err := n.rebuildLocked(ctx); err != nil {
+			return fmt.Errorf("map host ports: %w", err)
+		}
+	}
+	return nil
+}
+
+// ensureRules makes the network's shared rules right once per Network (the first Setup), by
+// rebuild. Later Setups trust them, and rebuild only when adding their own rules fails.
+func (n *Network) ensureRules(ctx context.Context) error {
+	n.ensureMu.Lock()
+	defer n.ensureMu.Unlock()
+	if n.ensured {
+		return nil
+	}
+	unlock, err := n.state.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := n.rebuildLocked(ctx); err != nil {
+		return err
+	}
+	n.ensured = true
+	return nil
+}
+
+// rebuildLocked makes the network's own chains hold exactly what they must for the attached
+// containers of the state directory, and adds missing jumps to them: one iptables-save and one
+// iptables-restore, whatever the number of containers. The caller holds the state lock.
+func (n *Network) rebuildLocked(ctx context.Context) error {
+	recs, err := n.state.all()
+	if err != nil {
+		return err
+	}
+	var ports []portRule
+	for _, r := range recs {
+		if r.Attached && r.OwnRules {
+			ports = append(ports, containerPortRules(r.ContainerID, r.ContainerIP, r.Ports)...)
+		}
+	}
+	save, err := iptablesSave(ctx)
+	if err != nil {
+		return fmt.Errorf("write the network's rules: %w", err)
+	}
+	if err := iptablesRestore(ctx, n.rules.rebuildScript(parseSave(save), ports)); err != nil {
+		return fmt.Errorf("write the network's rules: %w", err)
+	}
+	return nil
 }
 
 // Teardown detaches the container: its veth, its address lease, its port mappings, NAT and
@@ -252,7 +330,7 @@ func (n *Network) Teardown(ctx context.Context, handle, netnsPath string) error 
 		return fmt.Errorf("tear down network of %q: %w", handle, err)
 	}
 	if rec == nil {
-		cached, _, err := n.cni.GetNetworkListCachedConfig(n.list, n.runtimeConf(cid, "", nil))
+		cached, _, err := n.cni.GetNetworkListCachedConfig(n.list, n.runtimeConf(cid, ""))
 		if err != nil || cached == nil {
 			return nil // never attached, or already torn down
 		}
@@ -270,19 +348,37 @@ func (n *Network) Teardown(ctx context.Context, handle, netnsPath string) error 
 	return nil
 }
 
-// detach runs the CNI DEL and removes what the plugins may leave, then the record.
+// detach removes the container's DNAT rules and runs the CNI DEL (at the same time: they touch
+// different things), removes what the plugins may leave, then the record.
 func (n *Network) detach(ctx context.Context, rec *record, netnsPath string) error {
 	ns := netnsPath
 	if !isNetNS(ns) {
 		ns = "" // CNI lets DEL run without a namespace; plugins then release what they can
 	}
-	if err := n.cni.DelNetworkList(ctx, n.list, n.runtimeConf(rec.ContainerID, ns, portMappings(rec.Ports))); err != nil {
-		return fmt.Errorf("%w: %w", ErrPlugin, err)
+	list := n.list
+	if !rec.OwnRules {
+		list = n.cachedList(rec.ContainerID)
 	}
-	if removed, err := sweepNAT(ctx, n.cfg.NetworkName, rec.ContainerID); err != nil {
-		return fmt.Errorf("remove leftover nat rules: %w", err)
-	} else if removed > 0 {
-		n.log.Debug("removed leftover nat rules", "handle", rec.Handle, "count", removed)
+	rt := n.runtimeConf(rec.ContainerID, ns)
+	var rulesErr error
+	var wg sync.WaitGroup
+	if rec.OwnRules {
+		wg.Go(func() { rulesErr = n.unmapPorts(ctx, rec) })
+	}
+	delErr := n.cni.DelNetworkList(ctx, list, rt)
+	wg.Wait()
+	if delErr != nil {
+		return errors.Join(fmt.Errorf("%w: %w", ErrPlugin, delErr), rulesErr)
+	}
+	if rulesErr != nil {
+		return rulesErr
+	}
+	if !rec.OwnRules {
+		if removed, err := sweepNAT(ctx, n.cfg.NetworkName, rec.ContainerID); err != nil {
+			return fmt.Errorf("remove leftover nat rules: %w", err)
+		} else if removed > 0 {
+			n.log.Debug("removed leftover nat rules", "handle", rec.Handle, "count", removed)
+		}
 	}
 	if err := removeStaleVeth(ctx, rec); err != nil {
 		return err
@@ -295,9 +391,57 @@ func (n *Network) detach(ctx context.Context, rec *record, netnsPath string) err
 	return n.state.remove(rec.ContainerID)
 }
 
-// Check verifies that the container's network is still as Setup left it: the bridge and
-// loopback plugins' CNI CHECK (the veth, its address, the routes, lo) and the port mappings'
-// DNAT rules (read from iptables directly; see checkPortMappings).
+// unmapPorts deletes the container's DNAT rules, which the record lists exactly (no
+// iptables-save), and marks the record detached in the same critical section, so a concurrent
+// rebuild never brings them back. A record already detached by an earlier attempt has no rules
+// left. If the deletion fails (a rule is missing: a firewall reload, an operator), the rules
+// are rebuilt from the records instead, without this container's.
+func (n *Network) unmapPorts(ctx context.Context, rec *record) error {
+	if !rec.Attached {
+		return nil
+	}
+	unlock, err := n.state.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	detached := *rec
+	detached.Attached = false
+	if err := n.state.put(&detached); err != nil {
+		return err
+	}
+	if len(rec.Ports) == 0 || rec.ContainerIP == "" {
+		return nil
+	}
+	script := n.rules.dnatScript("-D", containerPortRules(rec.ContainerID, rec.ContainerIP, rec.Ports))
+	if err := iptablesRestore(ctx, script); err != nil {
+		n.log.Warn("deleting port rules failed; rebuilding the network's rules", "handle", rec.Handle, "error", err)
+		if err := n.rebuildLocked(ctx); err != nil {
+			return fmt.Errorf("unmap host ports: %w", err)
+		}
+	}
+	return nil
+}
+
+// cachedList returns the plugin list libcni cached when container cid was added: for a
+// container attached by an older version, the plugins that must run its DEL. Without a cached
+// list (the ADD never got that far) it returns the current one.
+func (n *Network) cachedList(cid string) *libcni.NetworkConfigList {
+	b, _, err := n.cni.GetNetworkListCachedConfig(n.list, n.runtimeConf(cid, ""))
+	if err != nil || len(b) == 0 {
+		return n.list
+	}
+	list, err := libcni.NetworkConfFromBytes(b)
+	if err != nil {
+		n.log.Warn("cached network config unreadable; using the current one", "container_id", cid, "error", err)
+		return n.list
+	}
+	return list
+}
+
+// Check verifies that the container's network is still as Setup left it: the bridge plugin's
+// CNI CHECK (the veth, its address, the routes), lo up, the network's shared rules and the
+// container's DNAT rules (read from iptables-save).
 //
 // Errors: isolation.ErrNotFound (handle not attached), ErrPlugin (what is wrong), ErrState.
 func (n *Network) Check(ctx context.Context, handle, netnsPath string) error {
@@ -305,17 +449,40 @@ func (n *Network) Check(ctx context.Context, handle, netnsPath string) error {
 	if err != nil {
 		return err
 	}
-	if err := n.cni.CheckNetworkList(ctx, n.checkList, n.runtimeConf(rec.ContainerID, netnsPath, portMappings(rec.Ports))); err != nil {
+	list := n.list
+	if !rec.OwnRules {
+		list = withoutPlugin(n.cachedList(rec.ContainerID), "portmap")
+	}
+	if err := n.cni.CheckNetworkList(ctx, list, n.runtimeConf(rec.ContainerID, netnsPath)); err != nil {
 		return fmt.Errorf("%w: check network of %q: %w", ErrPlugin, handle, err)
 	}
-	save, err := exec.CommandContext(ctx, "iptables-save", "-t", "nat").Output()
+	save, err := iptablesSave(ctx)
 	if err != nil {
-		return fmt.Errorf("check network of %q: iptables-save -t nat: %w%s", handle, err, stderrOf(err))
+		return fmt.Errorf("check network of %q: %w", handle, err)
 	}
-	if err := checkPortMappings(save, n.cfg.NetworkName, rec.ContainerID, rec.ContainerIP, rec.Ports); err != nil {
+	if !rec.OwnRules {
+		err = checkPortMappings(save, n.cfg.NetworkName, rec.ContainerID, rec.ContainerIP, rec.Ports)
+	} else if err = checkLoopbackUp(netnsPath); err == nil {
+		err = n.rules.checkRules(parseSave(save), containerPortRules(rec.ContainerID, rec.ContainerIP, rec.Ports))
+	}
+	if err != nil {
 		return fmt.Errorf("%w: check network of %q: %w", ErrPlugin, handle, err)
 	}
 	return nil
+}
+
+// withoutPlugin returns list without the plugins of type typ. It serves portmap, whose CHECK
+// in the Debian 12 plugins (1.1.1) fails on hosts with ip6tables for IPv4-only containers
+// ("could not check ipv6 dnat"); checkPortMappings stands in for it.
+func withoutPlugin(list *libcni.NetworkConfigList, typ string) *libcni.NetworkConfigList {
+	out := *list
+	out.Plugins = nil
+	for _, p := range list.Plugins {
+		if p.Network.Type != typ {
+			out.Plugins = append(out.Plugins, p)
+		}
+	}
+	return &out
 }
 
 // Lookup returns what Setup granted handle, from the state directory (so a restarted backend
@@ -364,12 +531,8 @@ func (n *Network) result(rec *record) Result {
 	return Result{HostIP: n.hostIP, ContainerIP: rec.ContainerIP, Ports: portMappings(rec.Ports)}
 }
 
-func (n *Network) runtimeConf(cid, netns string, ports []isolation.PortMapping) *libcni.RuntimeConf {
-	rt := &libcni.RuntimeConf{ContainerID: cid, NetNS: netns, IfName: containerIfName}
-	if len(ports) > 0 {
-		rt.CapabilityArgs = capabilityArgs(ports)
-	}
-	return rt
+func (n *Network) runtimeConf(cid, netns string) *libcni.RuntimeConf {
+	return &libcni.RuntimeConf{ContainerID: cid, NetNS: netns, IfName: containerIfName}
 }
 
 // hostPortFree reports whether no host process has TCP port p bound on any IPv4 address.

@@ -72,14 +72,40 @@ func newTestNet(t *testing.T, ports uint32) *testNet {
 		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(func() {
-		// The bridge and the mapped-ports rule are shared by design and outlive containers;
+		// The bridge and the network's rules are shared by design and outlive containers;
 		// a test's are its own.
 		exec.Command("ip", "link", "delete", "dev", cfg.BridgeName).Run()
-		exec.Command("sh", "-c", fmt.Sprintf(
-			`iptables -w -S CNI-FORWARD 2>/dev/null | grep -F -- '-o %s ' | sed 's/^-A/-D/' | xargs -r -L1 iptables -w`,
-			cfg.BridgeName)).Run()
+		if err := removeNetworkRules(nw.rules); err != nil {
+			t.Errorf("remove the test network's rules: %v", err)
+		}
 	})
 	return &testNet{cfg: cfg, nw: nw, dir: t.TempDir()}
+}
+
+// removeNetworkRules deletes a network's chains and the jumps to them, as the doc tells an
+// operator to.
+func removeNetworkRules(rs ruleSet) error {
+	save, err := iptablesSave(context.Background())
+	if err != nil {
+		return err
+	}
+	saved := parseSave(save)
+	var b strings.Builder
+	for _, table := range []string{"filter", "nat"} {
+		fmt.Fprintf(&b, "*%s\n", table)
+		for _, r := range saved[table].rules {
+			if t := jumpTarget(r); t == rs.fwd || t == rs.snat || t == rs.dnat {
+				fmt.Fprintf(&b, "-D %s\n", r)
+			}
+		}
+		for _, c := range []string{rs.fwd, rs.snat, rs.dnat} {
+			if saved[table].hasChain(c) {
+				fmt.Fprintf(&b, "-F %s\n-X %s\n", c, c)
+			}
+		}
+		b.WriteString("COMMIT\n")
+	}
+	return iptablesRestore(context.Background(), []byte(b.String()))
 }
 
 // netns creates a namespace removed at cleanup.
@@ -238,14 +264,24 @@ func TestNetworkLifecycle(t *testing.T) {
 		}
 	})
 
-	t.Run("forwarded connections to mapped ports are accepted", func(t *testing.T) {
-		out, err := exec.Command("iptables", "-w", "-t", "filter", "-S", "CNI-FORWARD").CombinedOutput()
+	t.Run("shared rules are in place once", func(t *testing.T) {
+		out, err := exec.Command("iptables", "-w", "-t", "filter", "-S", tn.nw.rules.fwd).CombinedOutput()
 		if err != nil {
-			t.Fatalf("iptables -S CNI-FORWARD: %v: %s", err, out)
+			t.Fatalf("iptables -S %s: %v: %s", tn.nw.rules.fwd, err, out)
 		}
-		want := fmt.Sprintf("-A CNI-FORWARD -d %s -o %s -m conntrack --ctstate DNAT", tn.cfg.Subnet, tn.cfg.BridgeName)
+		want := fmt.Sprintf("-A %s -d %s -o %s -m conntrack --ctstate DNAT", tn.nw.rules.fwd, tn.cfg.Subnet, tn.cfg.BridgeName)
 		if n := strings.Count(string(out), want); n != 1 {
-			t.Errorf("CNI-FORWARD has %d rules %q, want 1:\n%s", n, want, out)
+			t.Errorf("%s has %d rules %q, want 1:\n%s", tn.nw.rules.fwd, n, want, out)
+		}
+		out, err = exec.Command("iptables", "-w", "-t", "nat", "-S", "POSTROUTING").CombinedOutput()
+		if err != nil {
+			t.Fatalf("iptables -S POSTROUTING: %v: %s", err, out)
+		}
+		if n := strings.Count(string(out), "-j "+tn.nw.rules.snat); n != 1 {
+			t.Errorf("POSTROUTING jumps %d times to %s, want 1", n, tn.nw.rules.snat)
+		}
+		if b, err := os.ReadFile("/proc/sys/net/ipv4/conf/" + tn.cfg.BridgeName + "/route_localnet"); err != nil || strings.TrimSpace(string(b)) != "1" {
+			t.Errorf("route_localnet on the bridge = %q, %v; want 1", b, err)
 		}
 	})
 
@@ -294,6 +330,29 @@ func TestNetworkLifecycle(t *testing.T) {
 		}
 	})
 
+	t.Run("containers reach mapped ports through the host", func(t *testing.T) {
+		cases := []struct {
+			name, netns, addr, want string
+		}{
+			{"own port via HostIP (hairpin)", nsA, hostPort(resA.HostIP, resA.Ports[0].HostPort), "a:8080"},
+			{"neighbour's port via HostIP", nsB, hostPort(resA.HostIP, resA.Ports[1].HostPort), "a:9090"},
+			{"own loopback", nsA, "127.0.0.1:8080", "a:8080"},
+		}
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				var got string
+				err := RunInNetNS(c.netns, func() error {
+					var err error
+					got, err = fetch(c.addr)
+					return err
+				})
+				if err != nil || got != c.want {
+					t.Errorf("fetch %s from %s = %q, %v; want %q", c.addr, c.netns, got, err, c.want)
+				}
+			})
+		}
+	})
+
 	t.Run("check", func(t *testing.T) {
 		if err := tn.nw.Check(ctx, "handle-a", nsA); err != nil {
 			t.Errorf("Check a: %v", err)
@@ -302,19 +361,10 @@ func TestNetworkLifecycle(t *testing.T) {
 			t.Errorf("Check of unknown handle: %v, want not found", err)
 		}
 		// Break c's port mapping behind the Network's back: Check must notice, and Teardown
-		// must still clean up.
-		save, err := exec.Command("iptables-save", "-t", "nat").Output()
-		if err != nil {
-			t.Fatal(err)
-		}
-		dn := ""
-		for _, l := range strings.Split(string(save), "\n") {
-			if strings.HasPrefix(l, "-A CNI-HOSTPORT-DNAT ") && strings.Contains(l, `id: \"handle-c\"`) {
-				dn = jumpTarget(l)
-			}
-		}
-		if out, err := exec.Command("iptables", "-t", "nat", "-F", dn).CombinedOutput(); err != nil {
-			t.Fatalf("flush %q: %v: %s", dn, err, out)
+		// (whose deletion of the rule then fails) must still clean up.
+		rule := tn.nw.rules.dnatRule(containerPortRules("handle-c", resC.ContainerIP, portRecords(resC.Ports))[0])
+		if out, err := exec.Command("sh", "-c", "iptables -w -t nat -D "+tn.nw.rules.dnat+" "+rule).CombinedOutput(); err != nil {
+			t.Fatalf("delete c's DNAT rule: %v: %s", err, out)
 		}
 		if err := tn.nw.Check(ctx, "handle-c", nsC); !errors.Is(err, ErrPlugin) {
 			t.Errorf("Check with c's DNAT rules gone: %v, want ErrPlugin", err)

@@ -186,12 +186,12 @@ func TestBuildConfList(t *testing.T) {
 	if err := json.Unmarshal(b, &got); err != nil {
 		t.Fatalf("config is not JSON: %v\n%s", err, b)
 	}
-	if got.Name != "trellis" || got.CNIVersion != cniVersion || len(got.Plugins) != 4 {
+	if got.Name != "trellis" || got.CNIVersion != cniVersion || len(got.Plugins) != 1 {
 		t.Fatalf("config list header: %s", b)
 	}
-	bridge, portmap, firewall, loopback := got.Plugins[0], got.Plugins[1], got.Plugins[2], got.Plugins[3]
+	bridge := got.Plugins[0]
 	for k, want := range map[string]any{
-		"type": "bridge", "bridge": "trellis0", "isGateway": true, "ipMasq": true,
+		"type": "bridge", "bridge": "trellis0", "isGateway": true, "ipMasq": false,
 		"hairpinMode": true, "mtu": 1400.0,
 	} {
 		if bridge[k] != want {
@@ -203,31 +203,10 @@ func TestBuildConfList(t *testing.T) {
 		!strings.Contains(string(b), `"subnet": "10.254.0.0/22"`) || !strings.Contains(string(b), `"dst": "0.0.0.0/0"`) {
 		t.Errorf("ipam = %v", ipam)
 	}
-	caps, _ := portmap["capabilities"].(map[string]any)
-	if portmap["type"] != "portmap" || caps["portMappings"] != true || portmap["snat"] != true {
-		t.Errorf("portmap = %v", portmap)
-	}
-	if firewall["type"] != "firewall" || firewall["backend"] != "iptables" {
-		t.Errorf("firewall = %v", firewall)
-	}
-	if loopback["type"] != "loopback" {
-		t.Errorf("last plugin = %v, want loopback", loopback)
-	}
 
 	cfg.MTU = 0
 	b, _ = buildConfList(cfg, "/state/ipam")
 	if strings.Contains(string(b), "mtu") {
 		t.Errorf("MTU 0 should leave the plugin default, got %s", b)
-	}
-}
-
-func TestCapabilityArgs(t *testing.T) {
-	b, err := json.Marshal(capabilityArgs([]isolation.PortMapping{{HostPort: 61001, ContainerPort: 8080}}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := `{"portMappings":[{"hostPort":61001,"containerPort":8080,"protocol":"tcp"}]}`
-	if string(b) != want {
-		t.Errorf("capability args = %s, want %s", b, want)
 	}
 }

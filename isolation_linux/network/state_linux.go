@@ -32,6 +32,11 @@ type record struct {
 	ContainerID string       `json:"container_id"`
 	NetNS       string       `json:"netns"`
 	Ports       []portRecord `json:"ports"`
+	// OwnRules: the container's NAT, port mappings, forwarding and lo are this package's
+	// shared rules and DNAT rules (rules.go), and only the bridge plugin ran. Records without
+	// it were attached by an older version through the bridge (ipMasq), portmap, firewall and
+	// loopback plugins; they are torn down with the plugin list libcni cached at ADD.
+	OwnRules bool `json:"own_rules,omitempty"`
 	// Attached is set once the CNI ADD succeeded; the fields below are known from then on.
 	Attached    bool      `json:"attached"`
 	ContainerIP string    `json:"container_ip,omitempty"`
