@@ -142,9 +142,9 @@ func (a *Agent) superviseLRP(c *container, cont isolation.Container, desired *mo
 		a.finishLRP(c, cont, "failed to inspect container: "+err.Error(), log)
 		return
 	}
-	net := netInfo(info, desired.Ports)
+	ni := netInfo(info, desired.Ports)
 	a.mu.Lock()
-	c.netInfo = net
+	c.netInfo = ni
 	a.mu.Unlock()
 	runner := func(prefix string, resume bool) (*actions.Runner, error) {
 		return actions.NewRunner(actions.Config{
@@ -153,7 +153,7 @@ func (a *Agent) superviseLRP(c *container, cont isolation.Container, desired *mo
 			HTTPClient: a.http,
 			Env:        envList(desired.Env),
 			Instance: &actions.InstanceEnv{GUID: c.handle, Index: int(c.key.Index), HostIP: info.HostIP,
-				ContainerIP: info.ContainerIP, Ports: net.Ports},
+				ContainerIP: info.ContainerIP, Ports: ni.Ports},
 			Output: sk.app, Progress: sk.cell, Logger: log,
 			GracePeriod: time.Duration(a.cfg.GracefulStop), ProcessIDPrefix: prefix, Resume: resume,
 		})
@@ -187,7 +187,7 @@ func (a *Agent) superviseLRP(c *container, cont isolation.Container, desired *mo
 	}
 
 	checker, err := health.NewChecker(health.Config{
-		Resolve: checkAddress(info.HostIP, info.ContainerIP, net.Ports), Sink: sk.health, Logger: log,
+		Resolve: checkAddress(info.HostIP, info.ContainerIP, ni.Ports), Sink: sk.health, Logger: log,
 		StartupInterval: health.DefaultStartupInterval, Interval: health.DefaultInterval,
 		Timeout: health.DefaultTimeout, FailureThreshold: health.DefaultFailureThreshold,
 	})
@@ -224,7 +224,7 @@ func (a *Agent) superviseLRP(c *container, cont isolation.Container, desired *mo
 	}
 
 	ctx, cancel := a.bbsCtx()
-	rec, err := a.store.StartActualLRP(ctx, c.key, c.instanceKey(a.cfg.CellID), net)
+	rec, err := a.store.StartActualLRP(ctx, c.key, c.instanceKey(a.cfg.CellID), ni)
 	cancel()
 	if err != nil {
 		if a.isClosed() {
@@ -242,7 +242,7 @@ func (a *Agent) superviseLRP(c *container, cont isolation.Container, desired *mo
 	c.state, c.since = StateRunning, time.Now()
 	draining := a.draining
 	a.mu.Unlock()
-	log.Info("instance running", "address", net.Address, "ports", net.Ports)
+	log.Info("instance running", "address", ni.Address, "ports", ni.Ports)
 	if draining {
 		go a.evacuateOne(c)
 	}
