@@ -8,8 +8,6 @@ var (
 	ErrInvalidConfig = errors.New("invalid agent configuration")
 	// ErrInsufficientResources: the work does not fit in what the cell has left.
 	ErrInsufficientResources = errors.New("insufficient resources")
-	// ErrDraining: the cell is draining and takes no new work.
-	ErrDraining = errors.New("cell is draining")
 )
 
 // IsInvalidConfig reports whether err is or wraps ErrInvalidConfig.
