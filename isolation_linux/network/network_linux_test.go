@@ -29,7 +29,7 @@ type testNet struct {
 	dir string // for namespaces
 }
 
-func randInt(t *testing.T, n int64) int64 {
+func randInt(t testing.TB, n int64) int64 {
 	t.Helper()
 	v, err := rand.Int(rand.Reader, big.NewInt(n))
 	if err != nil {
@@ -41,7 +41,7 @@ func randInt(t *testing.T, n int64) int64 {
 // newTestNet needs root and the plugins. Other engineers run tests on this host at the same
 // time, so the bridge, the subnet (10.200.0.0/13, one /24 not on any interface) and a 200-port
 // window below the ephemeral range are chosen at random.
-func newTestNet(t *testing.T, ports uint32) *testNet {
+func newTestNet(t testing.TB, ports uint32) *testNet {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces, bridges, iptables)")
@@ -732,5 +732,35 @@ func TestTeardownWithoutRecord(t *testing.T) {
 	assertDetached(t, tn, "lost", rec)
 	if err := tn.nw.Teardown(ctx, "lost", ns); err != nil {
 		t.Fatalf("second Teardown: %v", err)
+	}
+}
+
+// BenchmarkSetupTeardown measures one container's network lifecycle (Setup and Teardown of a
+// fresh namespace) with no mapped port and with two.
+func BenchmarkSetupTeardown(b *testing.B) {
+	ctx := context.Background()
+	for _, ports := range []int{0, 2} {
+		b.Run(fmt.Sprintf("ports=%d", ports), func(b *testing.B) {
+			tn := newTestNet(b, 50)
+			netIn := make([]isolation.NetIn, ports)
+			for i := range netIn {
+				netIn[i].ContainerPort = uint32(8080 + i)
+			}
+			for i := 0; b.Loop(); i++ {
+				ns := filepath.Join(tn.dir, fmt.Sprintf("bench-%d", i))
+				if err := CreateNetNS(ns); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := tn.nw.Setup(ctx, "bench", ns, netIn); err != nil {
+					b.Fatal(err)
+				}
+				if err := tn.nw.Teardown(ctx, "bench", ns); err != nil {
+					b.Fatal(err)
+				}
+				if err := DeleteNetNS(ns); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
