@@ -485,6 +485,51 @@ func withoutPlugin(list *libcni.NetworkConfigList, typ string) *libcni.NetworkCo
 	return &out
 }
 
+// Uninstall removes what the network's Setups left on the host for every container: the
+// network's own chains and the jumps to them, and the bridge. The CNI-FORWARD and CNI-ADMIN
+// chains, shared with other CNI users, stay, as do ip_forward and the state directory. It is for
+// uninstalling, changing Subnet or BridgeName, and tests; it refuses while any container of the
+// state directory is attached or half-way through Setup or Teardown.
+//
+// Errors: isolation.ErrInvalidSpec (containers remain; their handles are named), ErrState, or
+// the failing iptables or ip command.
+func (n *Network) Uninstall(ctx context.Context) error {
+	unlock, err := n.state.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	recs, err := n.state.all()
+	if err != nil {
+		return err
+	}
+	if len(recs) > 0 {
+		handles := make([]string, len(recs))
+		for i, r := range recs {
+			handles[i] = r.Handle
+		}
+		return fmt.Errorf("%w: uninstall network %q: containers remain: %s", isolation.ErrInvalidSpec, n.cfg.NetworkName, strings.Join(handles, ", "))
+	}
+	save, err := iptablesSave(ctx)
+	if err != nil {
+		return fmt.Errorf("uninstall network %q: %w", n.cfg.NetworkName, err)
+	}
+	if script := n.rules.removeScript(parseSave(save)); script != nil {
+		if err := iptablesRestore(ctx, script); err != nil {
+			return fmt.Errorf("uninstall network %q: %w", n.cfg.NetworkName, err)
+		}
+	}
+	n.ensureMu.Lock()
+	n.ensured = false
+	n.ensureMu.Unlock()
+	if _, err := net.InterfaceByName(n.cfg.BridgeName); err == nil {
+		if out, err := exec.CommandContext(ctx, "ip", "link", "delete", "dev", n.cfg.BridgeName).CombinedOutput(); err != nil {
+			return fmt.Errorf("uninstall network %q: delete bridge: %w: %s", n.cfg.NetworkName, err, strings.TrimSpace(string(out)))
+		}
+	}
+	return nil
+}
+
 // Lookup returns what Setup granted handle, from the state directory (so a restarted backend
 // can answer Info without touching the network).
 //

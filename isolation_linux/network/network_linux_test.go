@@ -74,38 +74,17 @@ func newTestNet(t testing.TB, ports uint32) *testNet {
 	t.Cleanup(func() {
 		// The bridge and the network's rules are shared by design and outlive containers;
 		// a test's are its own.
-		exec.Command("ip", "link", "delete", "dev", cfg.BridgeName).Run()
-		if err := removeNetworkRules(nw.rules); err != nil {
-			t.Errorf("remove the test network's rules: %v", err)
+		if err := nw.Uninstall(context.Background()); err != nil {
+			t.Errorf("Uninstall: %v", err)
+		}
+		if linkExists(cfg.BridgeName) {
+			t.Errorf("bridge %s left by Uninstall", cfg.BridgeName)
+		}
+		if save, _ := iptablesSave(context.Background()); strings.Contains(string(save), nw.rules.dnat[len("TRELLIS-DNAT-"):]) {
+			t.Errorf("rules of %s left by Uninstall", cfg.NetworkName)
 		}
 	})
 	return &testNet{cfg: cfg, nw: nw, dir: t.TempDir()}
-}
-
-// removeNetworkRules deletes a network's chains and the jumps to them, as the doc tells an
-// operator to.
-func removeNetworkRules(rs ruleSet) error {
-	save, err := iptablesSave(context.Background())
-	if err != nil {
-		return err
-	}
-	saved := parseSave(save)
-	var b strings.Builder
-	for _, table := range []string{"filter", "nat"} {
-		fmt.Fprintf(&b, "*%s\n", table)
-		for _, r := range saved[table].rules {
-			if t := jumpTarget(r); t == rs.fwd || t == rs.snat || t == rs.dnat {
-				fmt.Fprintf(&b, "-D %s\n", r)
-			}
-		}
-		for _, c := range []string{rs.fwd, rs.snat, rs.dnat} {
-			if saved[table].hasChain(c) {
-				fmt.Fprintf(&b, "-F %s\n-X %s\n", c, c)
-			}
-		}
-		b.WriteString("COMMIT\n")
-	}
-	return iptablesRestore(context.Background(), []byte(b.String()))
 }
 
 // netns creates a namespace removed at cleanup.

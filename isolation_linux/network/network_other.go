@@ -41,6 +41,9 @@ func (*Network) Lookup(context.Context, string) (Result, error) { return Result{
 // Handles fails on this platform with an error for which isolation.IsUnsupported is true.
 func (*Network) Handles(context.Context) ([]string, error) { return nil, errNotLinux }
 
+// Uninstall fails on this platform with an error for which isolation.IsUnsupported is true.
+func (*Network) Uninstall(context.Context) error { return errNotLinux }
+
 // CreateNetNS fails on this platform with an error for which isolation.IsUnsupported is true.
 func CreateNetNS(string) error { return errNotLinux }
 

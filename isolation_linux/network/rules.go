@@ -271,3 +271,34 @@ func (r ruleSet) checkRules(saved map[string]*savedTable, ports []portRule) erro
 	}
 	return nil
 }
+
+// removeScript deletes the network's own chains and every rule jumping to them, or returns nil
+// if there are none.
+func (r ruleSet) removeScript(saved map[string]*savedTable) []byte {
+	var b bytes.Buffer
+	n := 0
+	for _, table := range []string{"filter", "nat"} {
+		t := saved[table]
+		if t == nil {
+			continue
+		}
+		fmt.Fprintf(&b, "*%s\n", table)
+		for _, rule := range t.rules {
+			if target := jumpTarget(rule); target == r.fwd || target == r.snat || target == r.dnat {
+				fmt.Fprintf(&b, "-D %s\n", rule)
+				n++
+			}
+		}
+		for _, c := range []string{r.fwd, r.snat, r.dnat} {
+			if t.hasChain(c) {
+				fmt.Fprintf(&b, "-F %s\n-X %s\n", c, c)
+				n++
+			}
+		}
+		b.WriteString("COMMIT\n")
+	}
+	if n == 0 {
+		return nil
+	}
+	return b.Bytes()
+}
