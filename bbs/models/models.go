@@ -36,9 +36,14 @@ type RestartPolicy struct {
 // DesiredLRP is a long-running process the operator wants running Instances times.
 // Updatable in place: Instances, Routes, Annotation, RestartPolicy (see DesiredLRPUpdate).
 type DesiredLRP struct {
-	ProcessGuid     string                `json:"process_guid"`
-	Domain          string                `json:"domain"`
-	RootFS          string                `json:"rootfs"`
+	ProcessGuid string `json:"process_guid"`
+	Domain      string `json:"domain"`
+	RootFS      string `json:"rootfs"`
+	// ImageUsername and ImagePassword authenticate the pull of a docker:// or oci:// RootFS
+	// from a private registry. The BBS never returns ImagePassword to the operator or the
+	// brain (see RedactSecrets); only the cell the work is placed on reads it.
+	ImageUsername   string                `json:"image_username,omitempty"`
+	ImagePassword   string                `json:"image_password,omitempty"`
 	Instances       int32                 `json:"instances"`
 	MemoryMB        int32                 `json:"memory_mb"`
 	DiskMB          int32                 `json:"disk_mb"`
@@ -152,9 +157,12 @@ const MaxTaskRejections = 3
 
 // Task is a one-off unit of work that runs at most once.
 type Task struct {
-	TaskGuid              string                `json:"task_guid"`
-	Domain                string                `json:"domain"`
-	RootFS                string                `json:"rootfs"`
+	TaskGuid string `json:"task_guid"`
+	Domain   string `json:"domain"`
+	RootFS   string `json:"rootfs"`
+	// ImageUsername and ImagePassword: as on DesiredLRP.
+	ImageUsername         string                `json:"image_username,omitempty"`
+	ImagePassword         string                `json:"image_password,omitempty"`
 	MemoryMB              int32                 `json:"memory_mb"`
 	DiskMB                int32                 `json:"disk_mb"`
 	CPUWeight             uint32                `json:"cpu_weight,omitempty"`

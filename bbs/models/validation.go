@@ -254,6 +254,10 @@ func (d *DesiredLRP) Validate() error {
 	if _, _, err := ParseRootFS(d.RootFS); err != nil {
 		return err
 	}
+	if err := checkImageCredentials(d.RootFS, d.ImageUsername, d.ImagePassword); err != nil {
+		return err
+	}
+	image := IsImageRootFS(d.RootFS)
 	if err := checkRange("instances", int64(d.Instances), 0, MaxInstances, ""); err != nil {
 		return err
 	}
@@ -264,14 +268,14 @@ func (d *DesiredLRP) Validate() error {
 		return err
 	}
 	if d.Setup != nil {
-		if err := d.Setup.validate("setup", 1); err != nil {
+		if err := d.Setup.validate("setup", 1, image); err != nil {
 			return err
 		}
 	}
 	if d.Action == nil {
 		return fieldErr("action", "is required")
 	}
-	if err := d.Action.validate("action", 1); err != nil {
+	if err := d.Action.validate("action", 1, image); err != nil {
 		return err
 	}
 	if d.CheckDefinition != nil {
@@ -354,6 +358,9 @@ func (t *Task) Validate() error {
 	if _, _, err := ParseRootFS(t.RootFS); err != nil {
 		return err
 	}
+	if err := checkImageCredentials(t.RootFS, t.ImageUsername, t.ImagePassword); err != nil {
+		return err
+	}
 	if err := checkResources(t.MemoryMB, t.DiskMB, t.CPUWeight, t.MaxPids); err != nil {
 		return err
 	}
@@ -363,7 +370,7 @@ func (t *Task) Validate() error {
 	if t.Action == nil {
 		return fieldErr("action", "is required")
 	}
-	if err := t.Action.validate("action", 1); err != nil {
+	if err := t.Action.validate("action", 1, IsImageRootFS(t.RootFS)); err != nil {
 		return err
 	}
 	if t.ResultFile != "" {
@@ -550,10 +557,13 @@ func (a *Action) actionKinds() []string {
 
 // Validate checks an action tree: every node sets exactly one action type, nesting is at most
 // MaxActionDepth deep, and each action has its required fields. Field paths start at
-// "action", e.g. "action.serial.actions[1].run.path".
-func (a *Action) Validate() error { return a.validate("action", 1) }
+// "action", e.g. "action.serial.actions[1].run.path". A run action needs a path; the
+// Validate of a DesiredLRP or Task with a docker:// or oci:// rootfs lets it be empty, meaning
+// the image's entrypoint and command.
+func (a *Action) Validate() error { return a.validate("action", 1, false) }
 
-func (a *Action) validate(path string, depth int) error {
+// validate checks the tree at path; image allows run actions without a path.
+func (a *Action) validate(path string, depth int, image bool) error {
 	if a == nil {
 		return fieldErr(path, "must not be null")
 	}
@@ -574,40 +584,40 @@ func (a *Action) validate(path string, depth int) error {
 	case a.Upload != nil:
 		return a.Upload.validate(sub(path, "upload"))
 	case a.Run != nil:
-		return a.Run.validate(sub(path, "run"))
+		return a.Run.validate(sub(path, "run"), image)
 	case a.Timeout != nil:
 		p := sub(path, "timeout")
 		if a.Timeout.TimeoutMs <= 0 {
 			return fieldErr(sub(p, "timeout_ms"), "must be positive, got %d", a.Timeout.TimeoutMs)
 		}
-		return validateChild(sub(p, "action"), a.Timeout.Action, depth)
+		return validateChild(sub(p, "action"), a.Timeout.Action, depth, image)
 	case a.Try != nil:
-		return validateChild(sub(sub(path, "try"), "action"), a.Try.Action, depth)
+		return validateChild(sub(sub(path, "try"), "action"), a.Try.Action, depth, image)
 	case a.EmitProgress != nil:
-		return validateChild(sub(sub(path, "emit_progress"), "action"), a.EmitProgress.Action, depth)
+		return validateChild(sub(sub(path, "emit_progress"), "action"), a.EmitProgress.Action, depth, image)
 	case a.Parallel != nil:
-		return validateChildren(sub(path, "parallel"), a.Parallel.Actions, depth)
+		return validateChildren(sub(path, "parallel"), a.Parallel.Actions, depth, image)
 	case a.Serial != nil:
-		return validateChildren(sub(path, "serial"), a.Serial.Actions, depth)
+		return validateChildren(sub(path, "serial"), a.Serial.Actions, depth, image)
 	default:
-		return validateChildren(sub(path, "codependent"), a.Codependent.Actions, depth)
+		return validateChildren(sub(path, "codependent"), a.Codependent.Actions, depth, image)
 	}
 }
 
-func validateChild(path string, child *Action, depth int) error {
+func validateChild(path string, child *Action, depth int, image bool) error {
 	if child == nil {
 		return fieldErr(path, "is required")
 	}
-	return child.validate(path, depth+1)
+	return child.validate(path, depth+1, image)
 }
 
-func validateChildren(path string, children []*Action, depth int) error {
+func validateChildren(path string, children []*Action, depth int, image bool) error {
 	p := sub(path, "actions")
 	if len(children) == 0 {
 		return fieldErr(p, "must list at least one action")
 	}
 	for i, c := range children {
-		if err := c.validate(elem(p, i), depth+1); err != nil {
+		if err := c.validate(elem(p, i), depth+1, image); err != nil {
 			return err
 		}
 	}
@@ -671,9 +681,9 @@ func (u *UploadAction) validate(path string) error {
 	return checkHTTPURL(sub(path, "to"), u.To)
 }
 
-func (r *RunAction) validate(path string) error {
-	if r.Path == "" {
-		return fieldErr(sub(path, "path"), "is required")
+func (r *RunAction) validate(path string, image bool) error {
+	if r.Path == "" && !image {
+		return fieldErr(sub(path, "path"), "is required (only a docker:// or oci:// rootfs may leave it empty, to run the image's command)")
 	}
 	if err := checkNoNUL(sub(path, "path"), r.Path); err != nil {
 		return err

@@ -256,7 +256,7 @@ func TestTaskValidate(t *testing.T) {
 		{"negative max_pids", func(t *Task) { t.MaxPids = -3 }, "max_pids"},
 		{"bad env", func(t *Task) { t.Env = []EnvironmentVariable{{Name: ""}} }, "env[0].name"},
 		{"no action", func(t *Task) { t.Action = nil }, "action"},
-		{"bad nested action", func(t *Task) { t.Action.Serial.Actions[1].Run.Path = "" }, "action.serial.actions[1].run.path"},
+		{"bad nested action", func(t *Task) { t.RootFS = "preloaded:cflinuxfs4"; t.Action.Serial.Actions[1].Run.Path = "" }, "action.serial.actions[1].run.path"},
 		{"no result file", func(t *Task) { t.ResultFile = "" }, ""},
 		{"relative result file", func(t *Task) { t.ResultFile = "result.json" }, "result_file"},
 		{"windows result file", func(t *Task) { t.ResultFile = `C:\Users\vcap\result.json` }, ""},
