@@ -20,8 +20,9 @@ deps: ## install the Debian packages and Go modules trellis needs (idempotent)
 build: ## build bin/trellis
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/trellis
 
-run: deps build ## start a one-machine cluster (embedded etcd, BBS, brain, local cell)
-	$(BIN) dev
+run: deps build ## start a one-machine cluster (embedded etcd, BBS, brain, local cell) and deploy the example app
+	hack/build-examples.sh bin/blobs
+	$(BIN) dev --blobs-dir bin/blobs $(DEVFLAGS)
 
 test: deps lint check ## run every test: unit, root integration, e2e, Windows under wine, fuzz smoke
 	$(GO) test $(TESTFLAGS) ./...

@@ -14,7 +14,7 @@ import (
 // TestLRPCreateAndGet is the first thing the README tells a newcomer to do: desire the
 // example LRP and read back what was stored.
 func TestLRPCreateAndGet(t *testing.T) {
-	c := startCluster(t, "", "")
+	c := startCluster(t, "", "", "--cells", "0")
 	out := c.must("lrp", "create", "-f", "examples/lrp-hello.json")
 	if !strings.Contains(out, "created hello") {
 		t.Fatalf("create printed %q", out)
@@ -75,7 +75,7 @@ func normalize(t *testing.T, d models.DesiredLRP) map[string]any {
 // TestBadInputIsRefusedClearly: each bad document gets a one-line error naming the problem,
 // a non-zero exit, and nothing is stored.
 func TestBadInputIsRefusedClearly(t *testing.T) {
-	c := startCluster(t, "", "")
+	c := startCluster(t, "", "", "--cells", "0")
 	valid := `"domain":"d","rootfs":"preloaded:busybox","action":{"run":{"path":"/bin/true"}}`
 	cases := []struct {
 		name, doc, want string
@@ -109,12 +109,12 @@ func TestBadInputIsRefusedClearly(t *testing.T) {
 func TestStateSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
 	listen := freeAddr(t)
-	c := startCluster(t, dir, listen)
+	c := startCluster(t, dir, listen, "--cells", "0")
 	c.must("lrp", "create", "-f", "examples/lrp-hello.json")
 	c.must("task", "create", "-f", "examples/task-hello.json")
 	c.stop()
 
-	c = startCluster(t, dir, listen)
+	c = startCluster(t, dir, listen, "--cells", "0")
 	if out := c.must("lrp", "ls"); !strings.Contains(out, "hello") {
 		t.Errorf("LRP lost across restart:\n%s", out)
 	}

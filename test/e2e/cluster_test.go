@@ -58,9 +58,10 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// startCluster starts `trellis dev` in dir (a fresh one when empty) and waits until it says it
-// is up. The cluster is stopped at the end of the test.
-func startCluster(t *testing.T, dir, listen string) *cluster {
+// startCluster starts `trellis dev` in dir (a fresh one when empty) with extra flags (e.g.
+// "--cells", "0") and waits until it says it is up. The cluster is stopped at the end of the
+// test.
+func startCluster(t *testing.T, dir, listen string, extra ...string) *cluster {
 	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
@@ -69,7 +70,9 @@ func startCluster(t *testing.T, dir, listen string) *cluster {
 		listen = freeAddr(t)
 	}
 	c := &cluster{t: t, dir: dir, listen: listen, config: filepath.Join(dir, "config.json"), output: new(bytes.Buffer), stopped: make(chan struct{})}
-	c.cmd = exec.Command(trellisBin, "dev", "--data-dir", filepath.Join(dir, "data"), "--listen", listen, "--client-config", c.config)
+	args := append([]string{"dev", "--data-dir", filepath.Join(dir, "data"), "--listen", listen, "--client-config", c.config,
+		"--blobs-listen", freeAddr(t), "--example", ""}, extra...)
+	c.cmd = exec.Command(trellisBin, args...)
 	c.cmd.Env = append(os.Environ(), "HOME="+dir)
 	stdout, err := c.cmd.StdoutPipe()
 	if err != nil {
