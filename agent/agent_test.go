@@ -46,7 +46,7 @@ func TestConfigValidate(t *testing.T) {
 		{`rootfs_providers["docker"]`, func(c *Config) { c.RootFSProviders["docker"] = "/x" }},
 		{`rootfs_providers["ftp"]`, func(c *Config) { c.RootFSProviders["ftp"] = "" }},
 		{"data_dir", func(c *Config) { c.DataDir = "rel" }},
-		{"backend", func(c *Config) { c.Backend = "windows" }},
+		{"backend", func(c *Config) { c.Backend = "solaris" }},
 		{"presence_ttl", func(c *Config) { c.PresenceTTL = Duration(100 * time.Millisecond) }},
 		{"reconcile_interval", func(c *Config) { c.ReconcileInterval = 0 }},
 		{"graceful_stop", func(c *Config) { c.GracefulStop = -1 }},

@@ -21,6 +21,8 @@ func newBackend(ctx context.Context, cfg Config, logger *slog.Logger) (isolation
 		return b, func() error { return nil }, nil
 	case BackendLinux:
 		return newLinuxBackend(ctx, cfg, logger)
+	case BackendWindows:
+		return newWindowsBackend(ctx, cfg, logger)
 	}
 	return nil, nil, fmt.Errorf("%w: backend: unknown backend %q", ErrInvalidConfig, cfg.Backend)
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -134,7 +135,7 @@ type Config struct {
 	OptionalPlacementTags []string `json:"optional_placement_tags,omitempty"`
 	// DataDir holds the logs, the download cache and (by default) the backend's state.
 	DataDir string `json:"data_dir,omitempty"`
-	// Backend is "linux" or "memory".
+	// Backend is "linux", "windows" or "memory". Default: "windows" on Windows, else "linux".
 	Backend string `json:"backend,omitempty"`
 	// PresenceTTL is the presence lease; the agent heartbeats every third of it. Default 10s.
 	PresenceTTL Duration `json:"presence_ttl,omitempty"`
@@ -152,14 +153,21 @@ type Config struct {
 	CacheBytes int64       `json:"cache_bytes,omitempty"`
 	API        APIConfig   `json:"api,omitempty"`
 	Linux      LinuxConfig `json:"linux,omitempty"`
+	// Windows tunes the windows backend: each preloaded stack's mode (process or container).
+	Windows WindowsConfig `json:"windows,omitempty"`
 }
 
-// DefaultConfig returns the defaults; CellID, BBS and RootFSProviders still need setting.
+// DefaultConfig returns the defaults; CellID, BBS and RootFSProviders still need setting. On
+// Windows the backend is "windows" and the data directory DefaultWindowsDataDir.
 func DefaultConfig() Config {
+	dataDir, backend := DefaultDataDir, BackendLinux
+	if runtime.GOOS == "windows" {
+		dataDir, backend = DefaultWindowsDataDir, BackendWindows
+	}
 	return Config{
 		Zone:                DefaultZone,
-		DataDir:             DefaultDataDir,
-		Backend:             BackendLinux,
+		DataDir:             dataDir,
+		Backend:             backend,
 		PresenceTTL:         Duration(DefaultPresenceTTL),
 		ReconcileInterval:   Duration(DefaultReconcileInterval),
 		EvacuationTimeout:   Duration(DefaultEvacuationTimeout),
@@ -259,8 +267,12 @@ func (c Config) Validate() error {
 	}
 	switch c.Backend {
 	case BackendLinux, BackendMemory:
+	case BackendWindows:
+		if err := c.validateWindows(); err != nil {
+			return err
+		}
 	default:
-		return invalid("backend", "must be %q or %q, got %q", BackendLinux, BackendMemory, c.Backend)
+		return invalid("backend", "must be %q, %q or %q, got %q", BackendLinux, BackendWindows, BackendMemory, c.Backend)
 	}
 	for _, d := range []struct {
 		name string
