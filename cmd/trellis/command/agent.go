@@ -3,10 +3,13 @@ package command
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
@@ -16,6 +19,7 @@ import (
 	"github.com/trellis-run/trellis/bbs/certs"
 	"github.com/trellis-run/trellis/bbs/client"
 	"github.com/trellis-run/trellis/bbs/models"
+	"github.com/trellis-run/trellis/installer"
 )
 
 func init() { register(newAgentCommand) }
@@ -25,12 +29,20 @@ func newAgentCommand() *cobra.Command {
 		Use:   "agent",
 		Short: "The cell agent: runs the work the BBS places on this machine",
 	}
-	cmd.AddCommand(newAgentRun())
+	o := installer.DefaultOptions()
+	o.Version = Version
+	cmd.AddCommand(newAgentRun(o))
+	cmd.AddCommand(installer.ServiceCommands(o)...)
 	return cmd
 }
 
-func newAgentRun() *cobra.Command {
+// AgentLogFile is the agent's own log under the Windows service manager, inside its data_dir;
+// it is bounded by installer.DefaultLogFileBytes (plus one rotated copy, AgentLogFile.1).
+const AgentLogFile = "agent.log"
+
+func newAgentRun(o installer.Options) *cobra.Command {
 	var config, level string
+	var service bool
 	cmd := &cobra.Command{
 		Use:   "run --config FILE",
 		Short: "Run the cell agent in the foreground until SIGTERM or SIGINT, then drain the cell",
@@ -40,25 +52,72 @@ instances and tasks placed on it, and serves their logs and metrics on its HTTPS
 SIGTERM or SIGINT drains the cell before the agent exits: its running instances are evacuated
 (each keeps serving until its replacement runs on another cell, or until evacuation_timeout),
 its tasks finish, and its presence is removed. SIGKILL stops the agent at once; the containers
-keep running and the next agent re-attaches to them.`,
-		Example: `  trellis agent run --config /etc/trellis/agent.yaml`,
-		Args:    cobra.NoArgs,
+keep running and the next agent re-attaches to them.
+
+--service (Windows) runs the agent under the service control manager, as the MSI and
+'trellis agent install' register it: a stop or shutdown request from the service manager
+drains the cell, with progress reported until the drain ends. It never asks Windows whether
+the process is a service (wine answers that wrongly), so it is also how the agent runs as a
+service under wine. The agent's log then goes to ` + AgentLogFile + ` in its data_dir (rotated past
+16 MiB, one old copy kept as ` + AgentLogFile + `.1).`,
+		Example: `  trellis agent run --config /etc/trellis/agent.yaml
+  trellis.exe agent run --service --config "C:\ProgramData\trellis\agent.yaml"   # the service's command line`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := agent.LoadConfig(config)
-			if err != nil {
-				return err
-			}
 			var lv slog.Level
 			if err := lv.UnmarshalText([]byte(level)); err != nil {
 				return fmt.Errorf("--log-level %q: %w", level, err)
+			}
+			if service {
+				return runAgentService(cmd.Context(), o.Name, config, lv)
+			}
+			cfg, err := agent.LoadConfig(config)
+			if err != nil {
+				return err
 			}
 			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
 			return agent.Serve(cmd.Context(), cfg, logger)
 		},
 	}
-	cmd.Flags().StringVar(&config, "config", "/etc/trellis/agent.yaml", "the agent's YAML configuration")
+	cmd.Flags().StringVar(&config, "config", o.ConfigPath, "the agent's YAML configuration")
 	cmd.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	cmd.Flags().BoolVar(&service, "service", false, "run under the Windows service control manager (the service's command line; Windows only)")
 	return cmd
+}
+
+// runAgentService runs the agent as the named Windows service, logging to AgentLogFile in its
+// data_dir. The stop request of the service manager cancels Serve's context, which drains the
+// cell. A configuration that does not load still starts the service, so the service manager
+// sees it fail (exit code 1, which the recovery actions retry) and the reason is logged to
+// the default data_dir.
+func runAgentService(ctx context.Context, name, config string, lv slog.Level) error {
+	if runtime.GOOS != "windows" {
+		return fmt.Errorf("--service: %w on %s: the init system runs the agent as an ordinary process there", errors.ErrUnsupported, runtime.GOOS)
+	}
+	cfg, cfgErr := agent.LoadConfig(config)
+	dataDir := cfg.DataDir
+	if cfgErr != nil {
+		dataDir = agent.DefaultConfig().DataDir
+	}
+	lf, err := installer.OpenLogFile(filepath.Join(dataDir, AgentLogFile), installer.DefaultLogFileBytes)
+	if err != nil {
+		return fmt.Errorf("agent service log: %w", err)
+	}
+	defer lf.Close()
+	logger := slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: lv}))
+	logger.Info("starting under the service manager", "service", name, "config", config, "version", Version)
+	err = installer.RunService(ctx, name, installer.Program{Run: func(ctx context.Context) error {
+		if cfgErr != nil {
+			return cfgErr
+		}
+		return agent.Serve(ctx, cfg, logger)
+	}})
+	if err != nil {
+		logger.Error("the agent service stopped with an error", "err", err)
+	} else {
+		logger.Info("the agent service stopped")
+	}
+	return err
 }
 
 // newCellsDrain is `trellis cells drain`, attached to the cells command.
