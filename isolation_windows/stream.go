@@ -20,9 +20,14 @@ import (
 // links on the way are resolved inside the container (fsRoot.resolve), so nothing lands
 // outside it. A link member may point anywhere: it is only ever followed inside the container.
 func unpackTar(ctx context.Context, root fsRoot, dst string, r io.Reader) error {
-	dstC, dstHost, err := root.resolve(dst, true, false)
+	// A missing destination is made, with its parents, as the other backends do (a download
+	// action names where a droplet goes, e.g. /app, which need not exist yet).
+	dstC, dstHost, err := root.resolve(dst, true, true)
 	if err != nil {
 		return err
+	}
+	if err := os.Mkdir(dstHost, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return invalidf("StreamIn destination %q: %v", dst, err)
 	}
 	if fi, err := os.Stat(dstHost); err != nil || !fi.IsDir() {
 		return invalidf("StreamIn destination %q: not a directory in the container", dst)
