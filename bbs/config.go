@@ -44,6 +44,12 @@ type Config struct {
 	ReadHeaderTimeout time.Duration `json:"read_header_timeout"`
 	// Version is reported by GET /v1/info. Default "dev".
 	Version string `json:"version"`
+	// ImageResolution says whether docker:// and oci:// rootfs tags are pinned to a digest
+	// when a DesiredLRP is created (the default) and how long the registry may take.
+	ImageResolution ImageResolutionConfig `json:"image_resolution"`
+	// ImageResolver pins image tags (see ImageResolver). Nil stores image rootfs URIs as
+	// given, as ImageResolution.Skip does; the trellis program sets the registry-backed one.
+	ImageResolver ImageResolver `json:"-"`
 }
 
 // DefaultConfig returns the defaults documented on Config. TLS files are left empty.
@@ -56,6 +62,7 @@ func DefaultConfig() Config {
 		MaxPresenceTTL:    10 * time.Minute,
 		ShutdownTimeout:   10 * time.Second,
 		ReadHeaderTimeout: 10 * time.Second,
+		ImageResolution:   ImageResolutionConfig{Timeout: DefaultImageResolveTimeout},
 		Version:           "dev",
 	}
 }
@@ -89,6 +96,9 @@ func (c Config) Validate() error {
 	}
 	if c.PresenceTTL > c.MaxPresenceTTL {
 		return fmt.Errorf("%w: presence_ttl %v is above max_presence_ttl %v", ErrInvalidConfig, c.PresenceTTL, c.MaxPresenceTTL)
+	}
+	if c.ImageResolution.Timeout < 0 {
+		return fmt.Errorf("%w: image_resolution.timeout must not be negative, got %v", ErrInvalidConfig, c.ImageResolution.Timeout)
 	}
 	if c.MaxBodyBytes <= 0 {
 		return fmt.Errorf("%w: max_body_bytes must be positive, got %d", ErrInvalidConfig, c.MaxBodyBytes)

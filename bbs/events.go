@@ -191,7 +191,7 @@ func (s *sseStream) send(ev store.Event) error {
 	if s.cur.Revision < s.skip.Revision || s.cur.Revision == s.skip.Revision && s.cur.N <= s.skip.N {
 		return nil
 	}
-	data, err := json.Marshal(ev)
+	data, err := json.Marshal(redacted(ev))
 	if err != nil {
 		return fmt.Errorf("encode event: %w", err)
 	}

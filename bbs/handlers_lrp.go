@@ -21,6 +21,9 @@ func (s *Server) desireLRP(w http.ResponseWriter, r *http.Request, _ certs.Ident
 	if err := lrp.Validate(); err != nil {
 		return err
 	}
+	if err := s.resolveImage(r.Context(), &lrp); err != nil {
+		return err
+	}
 	created, err := s.store.DesireLRP(r.Context(), &lrp)
 	if err != nil {
 		return err
@@ -51,14 +54,13 @@ func (s *Server) desiredLRPs(w http.ResponseWriter, r *http.Request, _ certs.Ide
 	return nil
 }
 
-func (s *Server) desiredLRP(w http.ResponseWriter, r *http.Request, _ certs.Identity) error {
+func (s *Server) desiredLRP(w http.ResponseWriter, r *http.Request, id certs.Identity) error {
 	lrp, err := s.store.DesiredLRP(r.Context(), r.PathValue("guid"))
 	if err != nil {
 		return err
 	}
 	w.Header().Set("ETag", strconv.Quote(strconv.FormatInt(lrp.Revision, 10)))
-	s.writeJSON(w, http.StatusOK, lrp)
-	return nil
+	return s.desiredLRPForCaller(w, r, id, lrp)
 }
 
 func (s *Server) updateDesiredLRP(w http.ResponseWriter, r *http.Request, _ certs.Identity) error {

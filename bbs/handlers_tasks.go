@@ -39,8 +39,8 @@ func (s *Server) tasks(w http.ResponseWriter, r *http.Request, _ certs.Identity)
 	return nil
 }
 
-func (s *Server) task(w http.ResponseWriter, r *http.Request, _ certs.Identity) error {
-	return s.answerTask(w)(s.store.Task(r.Context(), r.PathValue("guid")))
+func (s *Server) task(w http.ResponseWriter, r *http.Request, id certs.Identity) error {
+	return s.taskForCaller(w, id)(s.store.Task(r.Context(), r.PathValue("guid")))
 }
 
 // deleteTask deletes a RESOLVING task. With ?force=true (the brain's purge of old COMPLETED

@@ -82,8 +82,14 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	s.writeJSON(w, status, client.ErrorResponse{Error: client.ErrorBody{Type: typ, Message: msg}})
 }
 
-// writeJSON answers v with status.
+// writeJSON answers v with status. Image passwords in v are removed (see redacted).
 func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
+	s.writeJSONWithSecrets(w, status, redacted(v))
+}
+
+// writeJSONWithSecrets answers v as it is, image passwords included: only for the cell that
+// pulls the image (desiredLRPForCaller, taskForCaller).
+func (s *Server) writeJSONWithSecrets(w http.ResponseWriter, status int, v any) {
 	body, err := json.Marshal(v)
 	if err != nil {
 		s.logger.Warn("encode response", "error", err)

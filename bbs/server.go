@@ -57,6 +57,9 @@ func NewServer(cfg Config, st store.Interface, logger *slog.Logger) (*Server, er
 		ready:   make(chan struct{}),
 	}
 	s.streams, s.stopStreams = context.WithCancel(context.Background())
+	if cfg.ImageResolver == nil && !cfg.ImageResolution.Skip {
+		s.logger.Info("no image resolver configured: docker:// and oci:// tags are stored unpinned")
+	}
 	if !cfg.Insecure {
 		tc, err := certs.ServerTLSConfig(cfg.TLS.CAFile, cfg.TLS.CertFile, cfg.TLS.KeyFile)
 		if err != nil {
