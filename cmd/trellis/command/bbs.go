@@ -5,10 +5,14 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/trellis-run/trellis/bbs"
+
 	"github.com/trellis-run/trellis/bbs/standalone"
+	"github.com/trellis-run/trellis/isolation_linux/image"
 )
 
 func init() { register(newBBSCommand) }
@@ -26,6 +30,10 @@ type bbsFlags struct {
 	tlsKey        string
 	insecure      bool
 	logLevel      string
+	// Image tags are pinned to digests when LRPs are desired unless skipImages.
+	skipImages         bool
+	imageTimeout       time.Duration
+	insecureRegistries []string
 }
 
 func (f *bbsFlags) add(cmd *cobra.Command) {
@@ -41,6 +49,9 @@ func (f *bbsFlags) add(cmd *cobra.Command) {
 	fl.StringVar(&f.tlsKey, "tls-key", "", "server key file")
 	fl.BoolVar(&f.insecure, "insecure", false, "serve plain HTTP without client certificates (loopback addresses only)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.BoolVar(&f.skipImages, "skip-image-resolution", false, "store docker:// and oci:// rootfs tags as given instead of pinning them to a digest (air-gapped BBS)")
+	fl.DurationVar(&f.imageTimeout, "image-resolve-timeout", bbs.DefaultImageResolveTimeout, "how long pinning an image tag may take before the desire request fails with 503")
+	fl.StringSliceVar(&f.insecureRegistries, "insecure-registries", nil, "registry hosts reached over plain HTTP when pinning tags (loopback and private addresses always are)")
 }
 
 func (f *bbsFlags) config() standalone.Config {
@@ -52,6 +63,8 @@ func (f *bbsFlags) config() standalone.Config {
 	cfg.Server.TLS.CAFile, cfg.Server.TLS.CertFile, cfg.Server.TLS.KeyFile = f.tlsCA, f.tlsCert, f.tlsKey
 	cfg.Server.Insecure = f.insecure
 	cfg.Server.Version = Version
+	cfg.Server.ImageResolution = bbs.ImageResolutionConfig{Skip: f.skipImages, Timeout: f.imageTimeout}
+	cfg.Server.ImageResolver = image.Resolver{Options: image.ResolveOptions{InsecureRegistries: f.insecureRegistries}}
 	return cfg
 }
 
