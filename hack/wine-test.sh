@@ -90,7 +90,7 @@ export TRELLIS_WINE=1
 # The untagged translation tests run on Linux (go test ./isolation_windows/...); under wine
 # only the tests that need Windows APIs run, unless flags choose otherwise.
 if [ $# -eq 0 ]; then
-  set -- -test.run='^(TestConformanceProcessMode|TestProcessTreeDiesWithContainer|TestDocumentsMatchHcsshimTypes)$' -test.v
+  set -- -test.run='^(TestConformanceProcessMode|TestProcessTreeDiesWithContainer|TestDocumentsMatchHcsshimTypes|TestProcessModeNetInfo)$' -test.v
 fi
 log "running the Windows tests under wine"
 start=$(date +%s)

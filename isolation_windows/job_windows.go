@@ -184,7 +184,10 @@ func (d *jobDriver) create(ctx context.Context, rec *containerRecord) (err error
 		return fmt.Errorf("making the private tmp directory: %w", err)
 	}
 	rec.RootDir = root
-	rec.ContainerIP = d.cfg.HostIP
+	// No address of its own: the processes share the host's network, and a port answers only
+	// as its host mapping (HostIP:HostPort). Reporting HostIP here would send callers that
+	// prefer the container's address (the agent's health checks) to the nominal port.
+	rec.ContainerIP = ""
 	for i, bm := range rec.Spec.BindMounts {
 		dst := filepath.Join(root, filepath.FromSlash(bm.DstPath))
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {

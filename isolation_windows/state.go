@@ -36,7 +36,8 @@ type containerRecord struct {
 	Properties isolation.Properties    `json:"properties"`
 	Ports      []isolation.PortMapping `json:"ports,omitempty"`
 	HostIP     string                  `json:"host_ip"`
-	// ContainerIP is the HNS endpoint's address (container mode) or HostIP (process mode).
+	// ContainerIP is the HNS endpoint's address (container mode); empty in process mode,
+	// where processes share the host's network and answer only on their mapped host ports.
 	ContainerIP string `json:"container_ip"`
 	// RootDir is the host directory standing for the container's "/": the private directory
 	// (process mode) or the scratch volume's mount path (container mode).
