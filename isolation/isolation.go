@@ -3,6 +3,7 @@ package isolation
 import (
 	"context"
 	"io"
+	"log/slog"
 	"time"
 )
 
@@ -171,6 +172,51 @@ type ContainerSpec struct {
 	// Privileged false (the default) runs the container in a user namespace: its root is an
 	// unprivileged user on the host.
 	Privileged bool
+	// ImageAuth authenticates the pull of a docker:// or oci:// RootFS from a private
+	// registry; zero pulls anonymously. Backends never log or return its password.
+	ImageAuth ImageAuth
+	// Progress, when not nil, receives human-readable lines while the backend prepares the
+	// root filesystem (an image pull: "pulling layer 2/5 (12.3 MB/40.1 MB)"). Create writes
+	// to it from one goroutine at a time and not after it returns.
+	Progress io.Writer
+}
+
+// ImageAuth is a registry user and password. String, GoString and LogValue redact the
+// password, so a logged ContainerSpec never carries it.
+type ImageAuth struct {
+	Username string
+	Password string
+}
+
+// IsZero reports whether a is anonymous.
+func (a ImageAuth) IsZero() bool { return a.Username == "" && a.Password == "" }
+
+// String describes a with the password redacted.
+func (a ImageAuth) String() string {
+	if a.IsZero() {
+		return "anonymous"
+	}
+	return "user " + a.Username + " (password redacted)"
+}
+
+// GoString keeps %#v from printing the password.
+func (a ImageAuth) GoString() string { return "isolation.ImageAuth{" + a.String() + "}" }
+
+// LogValue keeps slog from printing the password.
+func (a ImageAuth) LogValue() slog.Value { return slog.StringValue(a.String()) }
+
+// ImageConfig is what an image's configuration says about running it, for a container whose
+// RootFS is a registry image (see ContainerInfo.Image).
+type ImageConfig struct {
+	Entrypoint []string
+	Cmd        []string
+	// Env holds NAME=value entries.
+	Env        []string
+	WorkingDir string
+	// User is a user name or uid[:gid] inside the container; empty means root.
+	User string
+	// ExposedPorts are the TCP ports the image declares, ascending.
+	ExposedPorts []uint32
 }
 
 // Rlimits are per-process resource limits; nil means the backend's default.
@@ -225,6 +271,9 @@ type ContainerInfo struct {
 	Properties    Properties
 	ProcessIDs    []string
 	ContainerPath string
+	// Image is the run configuration of the container's image when its RootFS is a registry
+	// image (docker://, oci://); nil otherwise.
+	Image *ImageConfig
 }
 
 // Metrics are a container's resource usage.

@@ -60,6 +60,7 @@ type Backend struct {
 	log    *slog.Logger
 	init   *os.File // sealed copy of the init binary
 	layers *layerCache
+	images *imageLayers
 	disk   *diskDirs
 	net    *network.Network
 	netErr error // why bridge networking is unavailable, when net is nil
@@ -121,10 +122,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Backend, error)
 		log:      logger,
 		init:     sealed,
 		layers:   layers,
+		images:   newImageLayers(cfg, logger),
 		disk:     disk,
 		cgroupV1: v1Mounts,
 		creating: map[string]bool{},
 	}
+	b.reacquireImages(ctx)
 	netCfg := cfg.Network
 	if netCfg.Logger == nil {
 		netCfg.Logger = logger
@@ -153,8 +156,8 @@ func checkTraversable(dir string) error {
 	}
 }
 
-// Close releases the sealed init binary. Containers keep running.
-func (b *Backend) Close() error { return b.init.Close() }
+// Close releases the sealed init binary and closes the image store. Containers keep running.
+func (b *Backend) Close() error { return errors.Join(b.images.close(), b.init.Close()) }
 
 // Ping checks that the state dir is usable.
 func (b *Backend) Ping(ctx context.Context) error {
@@ -198,6 +201,10 @@ type containerRecord struct {
 	ContainerIP string                  `json:"container_ip,omitempty"`
 	MappedPorts []isolation.PortMapping `json:"mapped_ports,omitempty"`
 	Stopped     bool                    `json:"stopped,omitempty"`
+	// ImageID names the image (image.Image.ID) of a docker:// or oci:// RootFS, which a
+	// restarted backend holds again; Image is its run configuration.
+	ImageID string                 `json:"image_id,omitempty"`
+	Image   *isolation.ImageConfig `json:"image,omitempty"`
 }
 
 func (b *Backend) dir(handle string) string { return filepath.Join(b.cfg.StateDir, handle) }
@@ -216,7 +223,7 @@ func (b *Backend) Create(ctx context.Context, cs isolation.ContainerSpec) (_ iso
 	if err := ValidateContainerSpec(cs); err != nil {
 		return nil, err
 	}
-	stack, _ := parseRootFS(cs.RootFS)
+	src, _ := parseRootFS(cs.RootFS)
 	if cs.Network != isolation.NetworkNone && b.net == nil {
 		return nil, fmt.Errorf("%w: bridge networking is unavailable on this host (use Network none): %v", isolation.ErrUnsupported, b.netErr)
 	}
@@ -241,7 +248,7 @@ func (b *Backend) Create(ctx context.Context, cs isolation.ContainerSpec) (_ iso
 			}
 		}
 	}()
-	c, err := b.create(ctx, cs, stack, dir)
+	c, err := b.create(ctx, cs, src, dir)
 	if err != nil {
 		return nil, fmt.Errorf("isolation_linux: create %q: %w", cs.Handle, err)
 	}
@@ -264,9 +271,9 @@ func (b *Backend) release(handle string) {
 	b.mu.Unlock()
 }
 
-func (b *Backend) create(ctx context.Context, cs isolation.ContainerSpec, stack, dir string) (*container, error) {
+func (b *Backend) create(ctx context.Context, cs isolation.ContainerSpec, src rootfsSource, dir string) (*container, error) {
 	rootUID := b.rootUID(cs.Privileged)
-	lower, err := b.layers.get(stack, uint32(rootUID))
+	lower, img, err := b.lowerDir(ctx, cs, src)
 	if err != nil {
 		return nil, err
 	}
@@ -295,6 +302,7 @@ func (b *Backend) create(ctx context.Context, cs isolation.ContainerSpec, stack,
 		LowerDir:    lower,
 		UpperDir:    upper,
 		WorkDir:     work,
+		UserXattr:   img != nil && !cs.Privileged,
 		UIDMapStart: b.cfg.UIDMapStart,
 		UIDMapSize:  b.cfg.UIDMapSize,
 		CgroupsPath: cgroup.Path(),
@@ -312,6 +320,9 @@ func (b *Backend) create(ctx context.Context, cs isolation.ContainerSpec, stack,
 		Network:    cs.Network,
 		Limits:     cs.Limits,
 		Properties: copyProperties(cs.Properties),
+	}
+	if img != nil {
+		rec.ImageID, rec.Image = img.ID, imageConfig(img)
 	}
 	if err := b.startInit(ctx, dir, &rec, cgroup); err != nil {
 		return nil, err
@@ -686,6 +697,9 @@ func (b *Backend) destroy(ctx context.Context, handle string) error {
 			errs = append(errs, err)
 		}
 	}
+	// The overlay lived in the init's mount namespace, gone with the init: the image's
+	// layers may be collected now.
+	b.images.release(handle)
 	return errors.Join(errs...)
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/trellis-run/trellis/isolation"
+	"github.com/trellis-run/trellis/isolation_linux/image"
 	"github.com/trellis-run/trellis/isolation_linux/network"
 )
 
@@ -14,6 +15,7 @@ import (
 const (
 	DefaultStateDir      = "/var/lib/trellis/containers"
 	DefaultLayerCacheDir = "/var/lib/trellis/layers"
+	DefaultImageDir      = image.DefaultDir
 	DefaultDiskDir       = "/var/lib/trellis/disk"
 	DefaultCgroupParent  = "trellis"
 	// DefaultUIDMapStart is the first host uid (and gid) of the range every unprivileged
@@ -36,6 +38,11 @@ type Config struct {
 	Stacks map[string]string
 	// LayerCacheDir holds each stack unpacked once, read-only, as the overlay's lower layer.
 	LayerCacheDir string
+	// Images configures the cache of registry images that docker:// and oci:// root
+	// filesystems are pulled into (package image): its directory, size bound, registry
+	// mirrors and insecure registries. Its UIDMap is always the backend's. An empty
+	// Images.Dir makes this backend refuse image root filesystems (ErrUnsupported).
+	Images image.Config
 	// DiskDir is where the disk-limited overlay upper directories live (see
 	// resources.NewDiskQuota).
 	DiskDir string
@@ -64,6 +71,7 @@ func DefaultConfig() Config {
 		StateDir:      DefaultStateDir,
 		Stacks:        map[string]string{},
 		LayerCacheDir: DefaultLayerCacheDir,
+		Images:        image.DefaultConfig(),
 		DiskDir:       DefaultDiskDir,
 		CgroupParent:  DefaultCgroupParent,
 		UIDMapStart:   DefaultUIDMapStart,
@@ -116,6 +124,13 @@ func (c Config) Validate() error {
 	}
 	if c.StartTimeout <= 0 {
 		return fmt.Errorf("%w: Config.StartTimeout must be > 0", isolation.ErrInvalidSpec)
+	}
+	if c.Images.Dir != "" {
+		ic := c.Images
+		ic.UIDMap = image.UIDMap{Start: c.UIDMapStart, Size: c.UIDMapSize}
+		if err := ic.Validate(); err != nil {
+			return fmt.Errorf("%w: Config.Images: %v", isolation.ErrInvalidSpec, err)
+		}
 	}
 	if err := c.Network.Validate(); err != nil {
 		return fmt.Errorf("Config.Network: %w", err)

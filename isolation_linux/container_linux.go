@@ -90,6 +90,10 @@ func (c *container) Info(ctx context.Context) (isolation.ContainerInfo, error) {
 		ProcessIDs:    []string{},
 		Events:        []string{},
 	}
+	if rec.Image != nil {
+		img := *rec.Image
+		info.Image = &img
+	}
 	if rec.Stopped || !initAlive(rec) {
 		info.State = isolation.StateStopped
 	}

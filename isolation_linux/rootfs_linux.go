@@ -3,22 +3,26 @@ package isolationlinux
 import (
 	"archive/tar"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/trellis-run/trellis/isolation"
 	"github.com/trellis-run/trellis/isolation_linux/containerinit"
+	"github.com/trellis-run/trellis/isolation_linux/image"
 )
 
 // layerCache unpacks each stack once into a read-only directory used as the overlay's lower
@@ -288,4 +292,205 @@ func sealedInit(path string) (*os.File, error) {
 		return nil, fmt.Errorf("sealing init binary: %w", err)
 	}
 	return f, nil
+}
+
+// imageLayers is the backend's side of docker:// and oci:// root filesystems: the cell's
+// image store (isolation_linux/image), opened on first use, and the Image each container
+// holds, by handle, so that its layers stay cached until it is destroyed.
+type imageLayers struct {
+	cfg image.Config
+	log *slog.Logger
+
+	mu    sync.Mutex
+	store *image.Store
+	err   error // why the store could not be opened, the last time it was tried
+	held  map[string]*image.Image
+}
+
+// newImageLayers prepares the image side of a backend with cfg: the store shifts ownership
+// into the backend's uid range and logs to log unless Images.Logger is set.
+func newImageLayers(cfg Config, log *slog.Logger) *imageLayers {
+	ic := cfg.Images
+	ic.UIDMap = image.UIDMap{Start: cfg.UIDMapStart, Size: cfg.UIDMapSize}
+	if ic.Logger == nil {
+		ic.Logger = log
+	}
+	return &imageLayers{cfg: ic, log: log, held: map[string]*image.Image{}}
+}
+
+// open returns the store, opening it the first time. Errors: isolation.ErrUnsupported when
+// the backend has no image directory, or why the store cannot be opened.
+func (il *imageLayers) open() (*image.Store, error) {
+	il.mu.Lock()
+	defer il.mu.Unlock()
+	if il.store != nil {
+		return il.store, nil
+	}
+	if il.cfg.Dir == "" {
+		return nil, fmt.Errorf("%w: image root filesystems: Config.Images.Dir is not set on this cell", isolation.ErrUnsupported)
+	}
+	st, err := image.NewStore(il.cfg)
+	if err != nil {
+		il.err = err
+		return nil, fmt.Errorf("opening the image store: %w", err)
+	}
+	il.store = st
+	return st, nil
+}
+
+// pull pulls ref for the container handle and holds the image until release(handle).
+// Progress lines go to progress (when not nil). Privileged containers get the image's own
+// ownership; the others ownership shifted into the container uid range. Errors: the image
+// store's (registry refusals, digest mismatches; see image.Store.Pull), with
+// isolation.ErrInvalidSpec for a malformed reference.
+func (il *imageLayers) pull(ctx context.Context, handle, ref string, auth isolation.ImageAuth, privileged bool, progress io.Writer) (*image.Image, error) {
+	st, err := il.open()
+	if err != nil {
+		return nil, err
+	}
+	var opts []image.PullOption
+	if privileged {
+		opts = append(opts, image.Unshifted())
+	}
+	report := newPullReporter(ref, progress)
+	img, err := st.Pull(ctx, ref, image.Credentials{Username: auth.Username, Password: auth.Password}, report.progress, opts...)
+	if err != nil {
+		if image.IsInvalidReference(err) {
+			return nil, fmt.Errorf("%w: RootFS: %w", isolation.ErrInvalidSpec, err)
+		}
+		return nil, fmt.Errorf("pulling image: %w", err)
+	}
+	report.done(img)
+	il.mu.Lock()
+	if old := il.held[handle]; old != nil {
+		old.Release()
+	}
+	il.held[handle] = img
+	il.mu.Unlock()
+	return img, nil
+}
+
+// reacquire holds again the image a container surviving a restart uses (its layers must not
+// be collected while it runs). Errors: the store cannot be opened, or no longer has the image.
+func (il *imageLayers) reacquire(handle, id string) error {
+	st, err := il.open()
+	if err != nil {
+		return err
+	}
+	img, err := st.Acquire(id)
+	if err != nil {
+		return err
+	}
+	il.mu.Lock()
+	il.held[handle] = img
+	il.mu.Unlock()
+	return nil
+}
+
+// release lets the layers of handle's image be collected; unknown handles are ignored.
+func (il *imageLayers) release(handle string) {
+	il.mu.Lock()
+	img := il.held[handle]
+	delete(il.held, handle)
+	il.mu.Unlock()
+	if img != nil {
+		img.Release()
+	}
+}
+
+// close closes the store (if it was opened); held images keep their directories.
+func (il *imageLayers) close() error {
+	il.mu.Lock()
+	defer il.mu.Unlock()
+	if il.store == nil {
+		return nil
+	}
+	err := il.store.Close()
+	il.store = nil
+	return err
+}
+
+// pullReporter turns image.Progress into lines: one when a layer starts, is cached or
+// finishes, and at most one a second per layer in between.
+type pullReporter struct {
+	ref  string
+	w    io.Writer
+	last map[int]time.Time
+}
+
+func newPullReporter(ref string, w io.Writer) *pullReporter {
+	return &pullReporter{ref: ref, w: w, last: map[int]time.Time{}}
+}
+
+// progress is called by Store.Pull, never concurrently.
+func (r *pullReporter) progress(p image.Progress) {
+	if r.w == nil {
+		return
+	}
+	first := r.last[p.Layer].IsZero()
+	finished := p.Cached || (p.Total > 0 && p.Done >= p.Total)
+	if !first && !finished && time.Since(r.last[p.Layer]) < time.Second {
+		return
+	}
+	r.last[p.Layer] = time.Now()
+	fmt.Fprintf(r.w, "%s: %s\n", r.ref, p)
+}
+
+func (r *pullReporter) done(img *image.Image) {
+	if r.w == nil {
+		return
+	}
+	fmt.Fprintf(r.w, "%s: image %s ready (%d layers)\n", r.ref, img.Digest, len(img.Layers))
+}
+
+// imageConfig is the run configuration of img as the isolation interface reports it: TCP
+// ports only, since a health check or a port mapping speaks TCP.
+func imageConfig(img *image.Image) *isolation.ImageConfig {
+	c := img.Config
+	out := &isolation.ImageConfig{
+		Entrypoint: c.Entrypoint, Cmd: c.Cmd, Env: c.Env, WorkingDir: c.WorkingDir, User: c.User,
+	}
+	for _, p := range c.ExposedPorts {
+		if p.Protocol == "tcp" {
+			out.ExposedPorts = append(out.ExposedPorts, uint32(p.Port))
+		}
+	}
+	return out
+}
+
+// lowerDir returns the overlay's lower directories for the container's RootFS: the cached
+// copy of a preloaded stack, or the layers of a pulled image (top first), which the
+// container then holds (the image is returned). Errors: as layerCache.get or
+// imageLayers.pull.
+func (b *Backend) lowerDir(ctx context.Context, cs isolation.ContainerSpec, src rootfsSource) (string, *image.Image, error) {
+	if src.image == "" {
+		lower, err := b.layers.get(src.stack, uint32(b.rootUID(cs.Privileged)))
+		return lower, nil, err
+	}
+	img, err := b.images.pull(ctx, cs.Handle, src.image, cs.ImageAuth, cs.Privileged, cs.Progress)
+	if err != nil {
+		return "", nil, err
+	}
+	return img.LowerDir(), img, nil
+}
+
+// reacquireImages holds the images of the containers a previous backend left running, before
+// anything can pull or release (and so collect) layers.
+func (b *Backend) reacquireImages(ctx context.Context) {
+	entries, err := os.ReadDir(b.cfg.StateDir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		rec, err := readRecord(b.dir(e.Name()))
+		if err != nil || rec.ImageID == "" {
+			continue
+		}
+		if err := b.images.reacquire(rec.Handle, rec.ImageID); err != nil {
+			b.log.WarnContext(ctx, "re-acquiring the image of a running container; its layers may be collected", "handle", rec.Handle, "image", rec.ImageID, "err", err)
+		}
+	}
 }

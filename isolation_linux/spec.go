@@ -112,24 +112,33 @@ var handlePattern = regexp.MustCompile(`^[A-Za-z0-9_.\-]{1,128}$`)
 // envPattern is a NAME=value environment entry, as isolation.ValidateProcessSpec checks it.
 var envPattern = regexp.MustCompile(`^[^=\x00]+=[^\x00]*$`)
 
-// rootfsPreloaded is the only RootFS scheme this backend resolves.
-const rootfsPreloaded = "preloaded:"
+// RootFS schemes this backend resolves: a preloaded stack, or a registry image pulled into
+// the cell's layer cache (isolation_linux/image).
+const (
+	rootfsPreloaded = "preloaded:"
+	rootfsDocker    = "docker:"
+	rootfsOCI       = "oci:"
+)
 
 // reservedMountPoints are the container paths the backend mounts itself; bind mounts may not
 // cover them or anything below them.
 var reservedMountPoints = []string{"/proc", "/sys", "/dev"}
 
 // ValidateContainerSpec checks a spec before anything is created: the platform-neutral rules
-// of isolation.ValidateContainerSpec, then what is particular to this backend: only
-// preloaded:<stack> root filesystems, bind mounts from slash paths on the host, and none onto
+// of isolation.ValidateContainerSpec, then what is particular to this backend: preloaded:<stack>,
+// docker:// or oci:// root filesystems (registry credentials only with the latter), bind mounts from slash paths on the host, and none onto
 // the mount points the backend owns. Errors wrap isolation.ErrInvalidSpec (naming the field)
 // or isolation.ErrUnsupported.
 func ValidateContainerSpec(cs isolation.ContainerSpec) error {
 	if err := isolation.ValidateContainerSpec(cs); err != nil {
 		return err
 	}
-	if _, err := parseRootFS(cs.RootFS); err != nil {
+	rootfs, err := parseRootFS(cs.RootFS)
+	if err != nil {
 		return err
+	}
+	if !cs.ImageAuth.IsZero() && rootfs.image == "" {
+		return fmt.Errorf("%w: ImageAuth: registry credentials apply only to a docker:// or oci:// RootFS, not %q", isolation.ErrInvalidSpec, cs.RootFS)
 	}
 	for i, b := range cs.BindMounts {
 		if !path.IsAbs(b.SrcPath) {
@@ -145,25 +154,45 @@ func ValidateContainerSpec(cs isolation.ContainerSpec) error {
 	return nil
 }
 
-// parseRootFS returns the stack name of a "preloaded:<stack>" URI. uri has passed
-// isolation.ValidateContainerSpec, so it is a URI; another scheme is ErrUnsupported.
-func parseRootFS(uri string) (string, error) {
-	if !strings.HasPrefix(uri, rootfsPreloaded) {
-		return "", fmt.Errorf("%w: RootFS %q: the linux backend resolves only preloaded:<stack>", isolation.ErrUnsupported, uri)
+// rootfsSource is a parsed RootFS: a preloaded stack or a registry image (the whole URI,
+// which the image store parses).
+type rootfsSource struct {
+	stack string
+	image string
+}
+
+// parseRootFS parses a RootFS URI. uri has passed isolation.ValidateContainerSpec, so it is a
+// URI; a scheme other than preloaded, docker and oci is ErrUnsupported. The image reference
+// itself is checked when it is pulled.
+func parseRootFS(uri string) (rootfsSource, error) {
+	switch {
+	case strings.HasPrefix(uri, rootfsPreloaded):
+		stack := strings.TrimPrefix(uri, rootfsPreloaded)
+		if stack == "" || strings.ContainsAny(stack, "/\x00") {
+			return rootfsSource{}, fmt.Errorf("%w: RootFS %q names no valid stack", isolation.ErrInvalidSpec, uri)
+		}
+		return rootfsSource{stack: stack}, nil
+	case strings.HasPrefix(uri, rootfsDocker), strings.HasPrefix(uri, rootfsOCI):
+		_, rest, _ := strings.Cut(uri, ":")
+		if strings.Trim(rest, "/") == "" || strings.ContainsAny(rest, "\x00 ") {
+			return rootfsSource{}, fmt.Errorf("%w: RootFS %q names no image", isolation.ErrInvalidSpec, uri)
+		}
+		return rootfsSource{image: uri}, nil
 	}
-	stack := strings.TrimPrefix(uri, rootfsPreloaded)
-	if stack == "" || strings.ContainsAny(stack, "/\x00") {
-		return "", fmt.Errorf("%w: RootFS %q names no valid stack", isolation.ErrInvalidSpec, uri)
-	}
-	return stack, nil
+	return rootfsSource{}, fmt.Errorf("%w: RootFS %q: the linux backend resolves preloaded:<stack>, docker:// and oci:// root filesystems", isolation.ErrUnsupported, uri)
 }
 
 // SpecOptions are the host-side facts BuildSpec needs besides the ContainerSpec.
 type SpecOptions struct {
 	// RootfsPath is the directory the overlay is mounted on (the container's "/").
 	RootfsPath string
-	// LowerDir, UpperDir and WorkDir make up the overlay.
+	// LowerDir, UpperDir and WorkDir make up the overlay. LowerDir may stack several
+	// directories, top first, separated by ':' (an image's layers).
 	LowerDir, UpperDir, WorkDir string
+	// UserXattr mounts the overlay with the userxattr option, so that it reads the
+	// user.overlay.* xattrs (opaque directories of image layers) that a user namespace can
+	// see instead of trusted.overlay.*. Set for unprivileged containers on image layers.
+	UserXattr bool
 	// UIDMapStart and UIDMapSize map container ids 0..Size-1 to host ids Start..; they are
 	// ignored for privileged containers.
 	UIDMapStart, UIDMapSize uint32
@@ -182,10 +211,15 @@ func BuildSpec(cs isolation.ContainerSpec, opts SpecOptions) (*specs.Spec, error
 	if opts.RootfsPath == "" || opts.LowerDir == "" || opts.UpperDir == "" || opts.WorkDir == "" {
 		return nil, fmt.Errorf("%w: rootfs path and overlay directories must all be set", isolation.ErrInvalidSpec)
 	}
-	for _, d := range []string{opts.LowerDir, opts.UpperDir, opts.WorkDir} {
-		if strings.ContainsAny(d, ",:\x00") {
-			return nil, fmt.Errorf("%w: overlay directory %q contains ',' or ':'", isolation.ErrInvalidSpec, d)
+	dirs := append(strings.Split(opts.LowerDir, ":"), opts.UpperDir, opts.WorkDir)
+	for _, d := range dirs {
+		if d == "" || strings.ContainsAny(d, ",:\x00") {
+			return nil, fmt.Errorf("%w: overlay directory %q is empty or contains ',' or ':'", isolation.ErrInvalidSpec, d)
 		}
+	}
+	overlay := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", opts.LowerDir, opts.UpperDir, opts.WorkDir)
+	if opts.UserXattr {
+		overlay += ",userxattr"
 	}
 	if !cs.Privileged && opts.UIDMapSize == 0 {
 		return nil, fmt.Errorf("%w: an unprivileged container needs a uid mapping of size > 0", isolation.ErrInvalidSpec)
@@ -214,7 +248,7 @@ func BuildSpec(cs isolation.ContainerSpec, opts SpecOptions) (*specs.Spec, error
 		Mounts: defaultMounts(),
 		Annotations: map[string]string{
 			annotationHandle:  cs.Handle,
-			annotationOverlay: fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", opts.LowerDir, opts.UpperDir, opts.WorkDir),
+			annotationOverlay: overlay,
 		},
 		Linux: &specs.Linux{
 			Namespaces: []specs.LinuxNamespace{

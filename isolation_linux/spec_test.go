@@ -19,7 +19,13 @@ func TestValidateContainerSpec(t *testing.T) {
 		{"valid", func(*isolation.ContainerSpec) {}, func(err error) bool { return err == nil }},
 		{"dotdot handle", func(s *isolation.ContainerSpec) { s.Handle = ".." }, isolation.IsInvalidSpec},
 		{"slash handle", func(s *isolation.ContainerSpec) { s.Handle = "a/b" }, isolation.IsInvalidSpec},
-		{"docker rootfs", func(s *isolation.ContainerSpec) { s.RootFS = "docker:///ubuntu" }, isolation.IsUnsupported},
+		{"docker rootfs", func(s *isolation.ContainerSpec) { s.RootFS = "docker:///ubuntu" }, func(err error) bool { return err == nil }},
+		{"oci rootfs with credentials", func(s *isolation.ContainerSpec) {
+			s.RootFS, s.ImageAuth = "oci://registry.example.com/app:1", isolation.ImageAuth{Username: "u", Password: "p"}
+		}, func(err error) bool { return err == nil }},
+		{"docker rootfs without an image", func(s *isolation.ContainerSpec) { s.RootFS = "docker:///" }, isolation.IsInvalidSpec},
+		{"credentials on a stack", func(s *isolation.ContainerSpec) { s.ImageAuth = isolation.ImageAuth{Username: "u", Password: "p"} }, isolation.IsInvalidSpec},
+		{"unknown rootfs scheme", func(s *isolation.ContainerSpec) { s.RootFS = "bogus:///x" }, isolation.IsUnsupported},
 		{"not a uri", func(s *isolation.ContainerSpec) { s.RootFS = "busybox" }, isolation.IsInvalidSpec},
 		{"bind into /proc", func(s *isolation.ContainerSpec) {
 			s.BindMounts = []isolation.BindMount{{SrcPath: "/tmp", DstPath: "/proc/x"}}
@@ -98,6 +104,26 @@ func TestBuildSpec(t *testing.T) {
 	}
 	if _, err := BuildSpec(cs, SpecOptions{RootfsPath: "/r", LowerDir: "/a,b", UpperDir: "/u", WorkDir: "/w"}); !isolation.IsInvalidSpec(err) {
 		t.Fatalf("overlay path with a comma: %v", err)
+	}
+}
+
+// TestBuildSpecImageLayers: an image's layers stack as several lower directories, and an
+// unprivileged container on them mounts with userxattr.
+func TestBuildSpecImageLayers(t *testing.T) {
+	cs := isolation.ContainerSpec{Handle: "h", RootFS: "docker:///app:1"}
+	opts := SpecOptions{RootfsPath: "/r", LowerDir: "/layers/top:/layers/base", UpperDir: "/u", WorkDir: "/w", UIDMapStart: 100000, UIDMapSize: 65536, UserXattr: true}
+	s, err := BuildSpec(cs, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Annotations[annotationOverlay]; got != "lowerdir=/layers/top:/layers/base,upperdir=/u,workdir=/w,userxattr" {
+		t.Fatalf("overlay %q", got)
+	}
+	for _, lower := range []string{"/a::/b", ":/a", "/a:/b,c"} {
+		opts.LowerDir = lower
+		if _, err := BuildSpec(cs, opts); !isolation.IsInvalidSpec(err) {
+			t.Fatalf("lowerdir %q: %v", lower, err)
+		}
 	}
 }
 
