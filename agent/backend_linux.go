@@ -27,6 +27,12 @@ func linuxBackendConfig(cfg Config) isolationlinux.Config {
 	if l.MaxContainers > 0 {
 		lc.MaxContainers = l.MaxContainers
 	}
+	lc.Images.Dir = orDefault(cfg.Images.Dir, filepath.Join(cfg.DataDir, "images"))
+	if cfg.Images.MaxBytes > 0 {
+		lc.Images.MaxBytes = cfg.Images.MaxBytes
+	}
+	lc.Images.Mirrors = cfg.Images.Mirrors
+	lc.Images.InsecureRegistries = cfg.Images.InsecureRegistries
 	lc.Network.StateDir = orDefault(l.NetworkDir, filepath.Join(cfg.DataDir, "network"))
 	lc.Network.BridgeName = orDefault(l.BridgeName, lc.Network.BridgeName)
 	lc.Network.NetworkName = orDefault(l.NetworkName, lc.Network.NetworkName)

@@ -116,6 +116,21 @@ type LinuxConfig struct {
 	InitBinaryPath string    `json:"init_binary,omitempty"`
 }
 
+// ImagesConfig tunes how a cell that announces the docker or oci scheme pulls images. Empty
+// fields take the image store's defaults (package isolation_linux/image).
+type ImagesConfig struct {
+	// Dir is the layer cache; default <data_dir>/images.
+	Dir string `json:"dir,omitempty"`
+	// MaxBytes is the cache size past which unused layers are removed; default 20 GiB.
+	MaxBytes int64 `json:"max_bytes,omitempty"`
+	// Mirrors are registry mirrors ("host[:port]", optionally http:// or https://) tried in
+	// order before the image's own registry; they get no credentials.
+	Mirrors []string `json:"mirrors,omitempty"`
+	// InsecureRegistries are registry hosts reached over plain HTTP (loopback and private
+	// addresses always are).
+	InsecureRegistries []string `json:"insecure_registries,omitempty"`
+}
+
 // Config configures an agent. Start from DefaultConfig (LoadConfig does) and set at least
 // CellID, BBS and RootFSProviders.
 type Config struct {
@@ -150,9 +165,11 @@ type Config struct {
 	// LogBytesPerInstance bounds each instance's captured log (rotated once past it).
 	LogBytesPerInstance int64 `json:"log_bytes_per_instance,omitempty"`
 	// CacheBytes bounds the download cache.
-	CacheBytes int64       `json:"cache_bytes,omitempty"`
-	API        APIConfig   `json:"api,omitempty"`
-	Linux      LinuxConfig `json:"linux,omitempty"`
+	CacheBytes int64     `json:"cache_bytes,omitempty"`
+	API        APIConfig `json:"api,omitempty"`
+	// Images configures image pulls (docker:// and oci:// rootfs).
+	Images ImagesConfig `json:"images,omitempty"`
+	Linux  LinuxConfig  `json:"linux,omitempty"`
 	// Windows tunes the windows backend: each preloaded stack's mode (process or container).
 	Windows WindowsConfig `json:"windows,omitempty"`
 }
@@ -191,7 +208,7 @@ func LoadConfig(path string) (Config, error) {
 	}
 	dir := filepath.Dir(path)
 	for _, f := range []*string{&cfg.BBS.CAFile, &cfg.BBS.CertFile, &cfg.BBS.KeyFile,
-		&cfg.API.CertFile, &cfg.API.KeyFile, &cfg.API.CAFile, &cfg.DataDir} {
+		&cfg.API.CertFile, &cfg.API.KeyFile, &cfg.API.CAFile, &cfg.DataDir, &cfg.Images.Dir} {
 		if *f != "" && !filepath.IsAbs(*f) {
 			*f = filepath.Join(dir, *f)
 		}
@@ -290,6 +307,17 @@ func (c Config) Validate() error {
 	}
 	if c.LogBytesPerInstance < 4<<10 {
 		return invalid("log_bytes_per_instance", "%d is below the minimum 4096", c.LogBytesPerInstance)
+	}
+	if c.Images.Dir != "" && !filepath.IsAbs(c.Images.Dir) {
+		return invalid("images.dir", "%q must be an absolute path", c.Images.Dir)
+	}
+	if c.Images.MaxBytes < 0 {
+		return invalid("images.max_bytes", "must not be negative, got %d", c.Images.MaxBytes)
+	}
+	for i, m := range c.Images.Mirrors {
+		if strings.TrimSpace(m) == "" || strings.ContainsAny(m, " \t") {
+			return invalid(fmt.Sprintf("images.mirrors[%d]", i), "%q is not [http[s]://]host[:port]", m)
+		}
 	}
 	if c.CacheBytes <= 0 {
 		return invalid("cache_bytes", "must be positive, got %d", c.CacheBytes)

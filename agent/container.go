@@ -80,6 +80,9 @@ type ContainerStatus struct {
 	DiskMB       int32                   `json:"disk_mb"`
 	NetInfo      models.ActualLRPNetInfo `json:"net_info"`
 	Since        time.Time               `json:"since"`
+	// Phase says what a container being created waits for, such as the pull of its image
+	// ("docker:///app:1: pulling layer 2/5 (12.3 MB/40.1 MB)"); empty otherwise.
+	Phase string `json:"phase,omitempty"`
 }
 
 // container is the agent's view of one piece of work on the cell, from the moment it is
@@ -102,6 +105,7 @@ type container struct {
 	stopping   bool
 	completing bool // the task's outcome is being reported by the agent itself
 	netInfo    models.ActualLRPNetInfo
+	phase      string // see ContainerStatus.Phase
 
 	stopOnce   sync.Once
 	stopCtx    context.Context // ended when the agent decides to stop the work
@@ -125,7 +129,7 @@ func (c *container) instanceKey(cellID string) models.ActualLRPInstanceKey {
 func (c *container) status() ContainerStatus {
 	s := ContainerStatus{
 		Handle: c.handle, Kind: c.kind, State: c.state, MemoryMB: c.res.MemoryMB, DiskMB: c.res.DiskMB,
-		Since: c.since, NetInfo: c.netInfo,
+		Since: c.since, NetInfo: c.netInfo, Phase: c.phase,
 	}
 	if c.kind == KindLRP {
 		s.ProcessGuid, s.Index, s.InstanceGuid, s.Presence, s.Evacuating = c.key.ProcessGuid, c.key.Index, c.handle, c.presence, c.evacuating

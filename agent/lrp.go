@@ -104,6 +104,7 @@ func (a *Agent) runLRP(c *container) {
 	log.Info("claimed instance")
 
 	a.setState(c, StateInitializing)
+	pull := a.newPullProgress(c, int(c.key.Index))
 	cont, err := a.backend.Create(c.stopCtx, isolation.ContainerSpec{
 		Handle:     c.handle,
 		RootFS:     desired.RootFS,
@@ -111,7 +112,10 @@ func (a *Agent) runLRP(c *container) {
 		NetIn:      netIn(desired.Ports),
 		Properties: lrpProperties(a.cfg.CellID, c.key, c.handle, c.res),
 		Privileged: desired.Privileged,
+		ImageAuth:  imageAuth(desired.ImageUsername, desired.ImagePassword),
+		Progress:   pull,
 	})
+	pull.done()
 	if err != nil {
 		if c.stopCtx.Err() == nil {
 			a.crashLRP(c, log, "failed to create container: "+err.Error())
@@ -140,6 +144,10 @@ func (a *Agent) superviseLRP(c *container, cont isolation.Container, desired *mo
 	info, err := cont.Info(c.stopCtx)
 	if err != nil {
 		a.finishLRP(c, cont, "failed to inspect container: "+err.Error(), log)
+		return
+	}
+	if desired, err = withImageLRP(desired, info.Image); err != nil {
+		a.finishLRP(c, cont, "image: "+err.Error(), log)
 		return
 	}
 	ni := netInfo(info, desired.Ports)

@@ -23,6 +23,7 @@ import (
 	"github.com/trellis-run/trellis/isolation"
 	"github.com/trellis-run/trellis/isolation/isolationtest"
 	isolationlinux "github.com/trellis-run/trellis/isolation_linux"
+	"github.com/trellis-run/trellis/isolation_linux/image"
 )
 
 // childConfigEnv makes the test binary run an agent (Serve) from the config file it names
@@ -95,6 +96,7 @@ func testBBS(t *testing.T) *bbsEnv {
 		cfg.Server.ListenAddress = "127.0.0.1:0"
 		cfg.Server.TLS.CAFile = pki.CAFile
 		cfg.Server.TLS.CertFile, cfg.Server.TLS.KeyFile = pki.Server.CertFile, pki.Server.KeyFile
+		cfg.Server.ImageResolver = image.Resolver{} // pins image tags, as trellis bbs does
 		b, err := standalone.Start(context.Background(), cfg, nil)
 		if err != nil {
 			sharedErr = err

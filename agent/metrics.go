@@ -21,6 +21,9 @@ type InstanceMetrics struct {
 	Index        int32  `json:"index"`
 	InstanceGuid string `json:"instance_guid,omitempty"`
 	TaskGuid     string `json:"task_guid,omitempty"`
+	// Phase is the container's ContainerStatus.Phase: while its image is pulled it is listed
+	// with this and no figures.
+	Phase string `json:"phase,omitempty"`
 	models.ContainerMetrics
 }
 
@@ -110,11 +113,11 @@ func (a *Agent) Metrics(ctx context.Context) ([]InstanceMetrics, error) {
 	var out []InstanceMetrics
 	for _, s := range a.Containers() {
 		m, ok := a.metrics.get(s.Handle)
-		if !ok {
+		if !ok && s.Phase == "" {
 			continue
 		}
 		out = append(out, InstanceMetrics{Handle: s.Handle, Kind: s.Kind, ProcessGuid: s.ProcessGuid, Index: s.Index,
-			InstanceGuid: s.InstanceGuid, TaskGuid: s.TaskGuid, ContainerMetrics: m})
+			InstanceGuid: s.InstanceGuid, TaskGuid: s.TaskGuid, Phase: s.Phase, ContainerMetrics: m})
 	}
 	return out, nil
 }

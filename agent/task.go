@@ -63,6 +63,13 @@ func (a *Agent) runTask(c *container, t *models.Task) {
 	log.Info("task started")
 
 	a.setState(c, StateInitializing)
+	auth, err := a.taskImageAuth(t)
+	if err != nil {
+		a.completeTask(c, nil, taskOutcome{Failed: true, Reason: "reading the task's registry credentials: " + err.Error()}, log)
+		a.forget(c)
+		return
+	}
+	pull := a.newPullProgress(c, logs.NoIndex)
 	cont, err := a.backend.Create(c.stopCtx, isolation.ContainerSpec{
 		Handle:     c.handle,
 		RootFS:     t.RootFS,
@@ -70,7 +77,10 @@ func (a *Agent) runTask(c *container, t *models.Task) {
 		Network:    isolation.NetworkBridge,
 		Properties: taskProperties(a.cfg.CellID, t.TaskGuid, c.res),
 		Privileged: t.Privileged,
+		ImageAuth:  auth,
+		Progress:   pull,
 	})
+	pull.done()
 	if err != nil {
 		a.backend.Destroy(context.Background(), c.handle)
 		if c.stopCtx.Err() == nil {
@@ -92,6 +102,14 @@ func (a *Agent) superviseTask(c *container, cont isolation.Container, t *models.
 		return
 	}
 	defer sk.close()
+	info, err := cont.Info(c.stopCtx)
+	if err == nil {
+		t, err = withImageTask(t, info.Image)
+	}
+	if err != nil {
+		a.completeTask(c, cont, taskOutcome{Failed: true, Reason: "image: " + err.Error()}, log)
+		return
+	}
 
 	if err := cont.SetProperty(c.stopCtx, PropPhase, phaseAction); err != nil {
 		a.completeTask(c, cont, taskOutcome{Failed: true, Reason: "failed to record the task's phase: " + err.Error()}, log)
