@@ -49,6 +49,17 @@ func main() {
 		sort.Strings(env)
 		fmt.Fprintln(w, strings.Join(env, "\n"))
 	})
+	mux.HandleFunc("POST /exit", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "exiting with status 1")
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+		go func() {
+			time.Sleep(100 * time.Millisecond)
+			log.Printf("exiting with status 1, as asked")
+			os.Exit(1)
+		}()
+	})
 	srv := &http.Server{Addr: ":" + port, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -10,13 +10,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
 
-// trellisBin is the binary under test, built once by TestMain.
-var trellisBin string
+// trellisBin is the binary under test and blobsDir the example droplets, built once by
+// TestMain.
+var trellisBin, blobsDir string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "trellis-e2e-")
@@ -31,6 +33,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build trellis:", err)
 		os.Exit(1)
 	}
+	blobsDir = filepath.Join(dir, "blobs")
+	examples := exec.Command("bash", "../../hack/build-examples.sh", blobsDir)
+	examples.Stdout, examples.Stderr = os.Stderr, os.Stderr
+	if err := examples.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build the example droplets:", err)
+		os.Exit(1)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -43,7 +52,7 @@ type cluster struct {
 	listen  string
 	config  string
 	cmd     *exec.Cmd
-	output  *bytes.Buffer
+	output  *syncBuffer
 	stopped chan struct{}
 }
 
@@ -69,9 +78,9 @@ func startCluster(t *testing.T, dir, listen string, extra ...string) *cluster {
 	if listen == "" {
 		listen = freeAddr(t)
 	}
-	c := &cluster{t: t, dir: dir, listen: listen, config: filepath.Join(dir, "config.json"), output: new(bytes.Buffer), stopped: make(chan struct{})}
+	c := &cluster{t: t, dir: dir, listen: listen, config: filepath.Join(dir, "config.json"), output: new(syncBuffer), stopped: make(chan struct{})}
 	args := append([]string{"dev", "--data-dir", filepath.Join(dir, "data"), "--listen", listen, "--client-config", c.config,
-		"--blobs-listen", freeAddr(t), "--example", ""}, extra...)
+		"--blobs-dir", blobsDir, "--blobs-listen", freeAddr(t), "--example", ""}, extra...)
 	c.cmd = exec.Command(trellisBin, args...)
 	c.cmd.Env = append(os.Environ(), "HOME="+dir)
 	stdout, err := c.cmd.StdoutPipe()
@@ -123,6 +132,26 @@ func (c *cluster) stop() {
 		<-c.stopped
 		c.t.Errorf("trellis dev did not stop within 30s of SIGINT:\n%s", c.output)
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer goroutine and readers in the test.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) WriteString(s string) (int, error) { return b.Write([]byte(s)) }
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // result is what one CLI invocation printed.

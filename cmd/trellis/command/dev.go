@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/trellis-run/trellis/agent"
 	"github.com/trellis-run/trellis/bbs/certs"
 	"github.com/trellis-run/trellis/bbs/client"
 	"github.com/trellis-run/trellis/bbs/models"
@@ -37,6 +38,7 @@ type devFlags struct {
 	blobsDir     string
 	blobsListen  string
 	example      string
+	presenceTTL  time.Duration
 }
 
 func newDevCommand() *cobra.Command {
@@ -76,6 +78,7 @@ cells.yaml:
 	fl.StringVar(&f.cellsFile, "cells-file", "", "a YAML file describing each cell (ids, zones, tags, stacks); overrides --cells")
 	fl.StringVar(&f.blobsDir, "blobs-dir", "bin/blobs", "directory served as the blob store (droplets)")
 	fl.StringVar(&f.blobsListen, "blobs-listen", "127.0.0.1:8890", "address of the blob store")
+	fl.DurationVar(&f.presenceTTL, "presence-ttl", agent.DefaultPresenceTTL, "the cells' presence lease: a cell that stops heartbeating is gone after it")
 	fl.StringVar(&f.example, "example", "examples/lrp-hello.json", "LRP to desire when the cluster starts, if not desired yet (\"\" for none)")
 	return cmd
 }
@@ -93,6 +96,9 @@ func runDev(ctx context.Context, out io.Writer, f devFlags) error {
 		}
 	case f.cells < 0:
 		return fmt.Errorf("--cells %d: must not be negative", f.cells)
+	}
+	if f.presenceTTL < time.Second {
+		return fmt.Errorf("--presence-ttl %s: must be at least 1s", f.presenceTTL)
 	}
 	dataDir, err := filepath.Abs(f.dataDir)
 	if err != nil {
@@ -147,7 +153,7 @@ func runDev(ctx context.Context, out io.Writer, f devFlags) error {
 				return fmt.Errorf("prepare the busybox stack (install busybox-static): %w", err)
 			}
 		}
-		if cells, err = prepareDevCells(dataDir, b.URL(), pki, specs, stackDir); err != nil {
+		if cells, err = prepareDevCells(dataDir, b.URL(), pki, specs, stackDir, f.presenceTTL); err != nil {
 			return err
 		}
 		self, err := os.Executable()

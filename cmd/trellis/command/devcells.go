@@ -94,8 +94,8 @@ type devNetwork struct {
 	portBase     uint32 // first host port of the cluster's window
 }
 
-// devPortsPerCluster is the size of a cluster's host port window.
-const devPortsPerCluster = 1200
+// devPortsPerCluster is the size of a cluster's host port window: 50 windows fit in 20000-59999.
+const devPortsPerCluster = 800
 
 func planDevNetwork(dataDir string) (devNetwork, error) {
 	h := fnv.New32a()
@@ -157,7 +157,7 @@ type devCell struct {
 }
 
 // prepareDevCells writes each cell's certificates and agent configuration.
-func prepareDevCells(dataDir, bbsURL string, pki *certs.DevPKI, specs []devCellSpec, stackDir string) ([]*devCell, error) {
+func prepareDevCells(dataDir, bbsURL string, pki *certs.DevPKI, specs []devCellSpec, stackDir string, presenceTTL time.Duration) ([]*devCell, error) {
 	plan, err := planDevNetwork(dataDir)
 	if err != nil {
 		return nil, err
@@ -203,6 +203,7 @@ func prepareDevCells(dataDir, bbsURL string, pki *certs.DevPKI, specs []devCellS
 		cfg.PlacementTags, cfg.OptionalPlacementTags = s.PlacementTags, s.OptionalPlacementTags
 		cfg.DataDir = dir
 		cfg.Backend = agent.BackendLinux
+		cfg.PresenceTTL = agent.Duration(presenceTTL)
 		// Short timeouts suit a machine where cells come and go by hand.
 		cfg.EvacuationTimeout = agent.Duration(2 * time.Minute)
 		cfg.GracefulStop = agent.Duration(5 * time.Second)

@@ -16,6 +16,7 @@ import (
 	"github.com/trellis-run/trellis/bbs/client"
 	"github.com/trellis-run/trellis/bbs/models"
 	"github.com/trellis-run/trellis/bbs/store"
+	"github.com/trellis-run/trellis/brain/converge"
 )
 
 func init() { register(newLRPCommand) }
@@ -195,7 +196,7 @@ func newLRPGet(f *clientFlags) *cobra.Command {
 				fmt.Fprintf(out, "annotation    %s\n", d.Annotation)
 			}
 			fmt.Fprintln(out)
-			return printInstances(out, actual, time.Now(), fetchMetrics(ctx, f, c, actual))
+			return printInstances(out, actual, d.RestartPolicy, time.Now(), fetchMetrics(ctx, f, c, actual))
 		},
 	}
 }
@@ -212,21 +213,43 @@ func sortInstances(actual []*models.ActualLRP) {
 
 // printInstances prints one row per instance; metrics (by instance guid, from the agents)
 // fill the CPU, MEMORY and DISK columns, "-" for an instance whose agent did not answer.
-func printInstances(w io.Writer, actual []*models.ActualLRP, now time.Time, metrics map[string]agent.InstanceMetrics) error {
-	t := newTable(w, "INDEX", "STATE", "PRESENCE", "CELL", "ADDRESS", "SINCE", "CRASHES", "CPU", "MEMORY", "DISK", "DETAIL")
+func printInstances(w io.Writer, actual []*models.ActualLRP, policy *models.RestartPolicy, now time.Time, metrics map[string]agent.InstanceMetrics) error {
+	t := newTable(w, "INDEX", "STATE", "PRESENCE", "CELL", "ADDRESS", "SINCE", "CRASHES", "CPU", "MEMORY", "DETAIL")
 	for _, a := range actual {
 		detail := a.PlacementError
 		if detail == "" {
 			detail = a.CrashReason
+		}
+		if a.State == models.ActualLRPStateCrashed {
+			detail += "; " + backoff(a, policy, now)
 		}
 		var cpu, mem, disk string
 		if a.InstanceGuid != "" {
 			m, ok := metrics[a.InstanceGuid]
 			cpu, mem, disk = usage(m, ok)
 		}
-		t.row(a.Index, a.State, strings.ToLower(a.Presence), a.CellID, address(a.ActualLRPNetInfo), age(a.Since, now), a.CrashCount, cpu, mem, disk, detail)
+		if disk != "" && disk != "-" {
+			mem += ", disk " + disk
+		}
+		t.row(a.Index, a.State, strings.ToLower(a.Presence), a.CellID, address(a.ActualLRPNetInfo), age(a.Since, now), a.CrashCount, cpu, mem, detail)
 	}
 	return t.flush()
+}
+
+// backoff says when the converger restarts a CRASHED instance under the LRP's restart policy.
+func backoff(a *models.ActualLRP, policy *models.RestartPolicy, now time.Time) string {
+	var ranFor time.Duration
+	if a.RunningSince > 0 && a.Since > a.RunningSince {
+		ranFor = time.Duration(a.Since - a.RunningSince)
+	}
+	at, giveUp := converge.NextRestart(policy.WithDefaults(), a.CrashCount, ranFor, time.Unix(0, a.Since))
+	switch {
+	case giveUp:
+		return fmt.Sprintf("not restarted: %d crashes", a.CrashCount)
+	case !at.After(now):
+		return "restarting now"
+	}
+	return "restarts in " + at.Sub(now).Round(time.Second).String()
 }
 
 // metricsTimeout bounds the metrics requests `lrp get` makes to the agents.
