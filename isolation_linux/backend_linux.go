@@ -64,9 +64,6 @@ type Backend struct {
 	disk   *diskDirs
 	net    *network.Network
 	netErr error // why bridge networking is unavailable, when net is nil
-	// cgroupV1 are the mount points of the cgroup v1 hierarchies, where inits are born in
-	// their cgroups (cgroupstart_linux.go).
-	cgroupV1 []cgroupMount
 
 	mu       sync.Mutex
 	creating map[string]bool
@@ -109,10 +106,6 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Backend, error)
 			return nil, fmt.Errorf("isolation_linux: finding the init binary: %w", err)
 		}
 	}
-	v1Mounts, err := cgroupMounts()
-	if err != nil {
-		return nil, fmt.Errorf("isolation_linux: finding the cgroup v1 hierarchies: %w", err)
-	}
 	sealed, err := sealedInit(initPath)
 	if err != nil {
 		return nil, err
@@ -124,7 +117,6 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Backend, error)
 		layers:   layers,
 		images:   newImageLayers(cfg, logger),
 		disk:     disk,
-		cgroupV1: v1Mounts,
 		creating: map[string]bool{},
 	}
 	b.reacquireImages(ctx)
@@ -340,8 +332,8 @@ func (b *Backend) create(ctx context.Context, cs isolation.ContainerSpec, src ro
 	return &container{b: b, handle: cs.Handle, dir: dir, privileged: cs.Privileged}, nil
 }
 
-// startInit starts the container's init in new namespaces from the sealed binary, moves it into
-// the cgroup, pins its network namespace and waits for it to report ready.
+// startInit starts the container's init in new namespaces from the sealed binary, inside its
+// cgroup (cgroupstart_linux.go), pins its network namespace and waits for it to report ready.
 func (b *Backend) startInit(ctx context.Context, dir string, rec *containerRecord, cgroup *resources.Cgroup) error {
 	sockPath := filepath.Join(dir, fileSocket)
 	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sockPath, Net: "unixpacket"})
@@ -378,6 +370,15 @@ func (b *Backend) startInit(ctx context.Context, dir string, rec *containerRecor
 		return err
 	}
 	defer syncR.Close()
+	// The init waits on startR until it is in its cgroup. Closing startW without writing
+	// (every early return below) makes it exit.
+	startR, startW, err := os.Pipe()
+	if err != nil {
+		logFile.Close()
+		syncW.Close()
+		return err
+	}
+	defer startW.Close()
 
 	flags := uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET)
 	attr := &syscall.SysProcAttr{Setsid: true}
@@ -396,23 +397,27 @@ func (b *Backend) startInit(ctx context.Context, dir string, rec *containerRecor
 		Dir:    "/",
 		Stdout: logFile,
 		Stderr: logFile,
-		// Positions 3.. in the child: sync, listener, config, processes, then the sealed
-		// binary at containerinit.FdBinary (7), which the child executes by that number.
-		ExtraFiles:  []*os.File{syncW, lf, cfgFile, procDir, b.init},
+		// Positions 3.. in the child: sync, listener, config, processes, the sealed binary
+		// at containerinit.FdBinary (7), which the child executes by that number, and the
+		// start pipe at containerinit.FdStart (8).
+		ExtraFiles:  []*os.File{syncW, lf, cfgFile, procDir, b.init, startR},
 		SysProcAttr: attr,
 	}
-	if 3+len(cmd.ExtraFiles)-1 != containerinit.FdBinary {
+	if 3+4 != containerinit.FdBinary || 3+len(cmd.ExtraFiles)-1 != containerinit.FdStart {
 		panic("isolation_linux: init descriptor layout out of sync")
 	}
-	birth, err := planCgroupBirth(cgroup, b.cgroupV1)
+	birth, err := planCgroupBirth(cgroup)
 	if err != nil {
 		logFile.Close()
 		syncW.Close()
+		startR.Close()
 		return fmt.Errorf("%w: starting init: %v", ErrInit, err)
 	}
-	err = birth.start(attr, cmd.Start)
+	birth.prepare(attr)
+	err = cmd.Start()
 	birth.close()
 	syncW.Close()
+	startR.Close()
 	if err != nil {
 		logFile.Close()
 		return fmt.Errorf("%w: starting init: %v", ErrInit, err)
@@ -431,6 +436,13 @@ func (b *Backend) startInit(ctx context.Context, dir string, rec *containerRecor
 	if err := writeJSON(filepath.Join(dir, fileState), rec); err != nil {
 		_ = cmd.Process.Kill()
 		return err
+	}
+	if err := birth.place(pid); err != nil {
+		_ = cmd.Process.Kill()
+		return fmt.Errorf("%w: moving init into its cgroup: %v", ErrInit, err)
+	}
+	if _, err := startW.Write([]byte{containerinit.StartByte}); err != nil {
+		return fmt.Errorf("%w: releasing init: %v; see %s", ErrInit, err, filepath.Join(dir, fileInitLog))
 	}
 	if err := bindNetNS(pid, filepath.Join(dir, fileNetNS)); err != nil {
 		return err

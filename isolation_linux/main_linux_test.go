@@ -24,6 +24,9 @@ var testBase string
 
 func TestMain(m *testing.M) {
 	MaybeRunInit()
+	if cfgPath := os.Getenv(oomAgentEnv); cfgPath != "" {
+		os.Exit(runOOMAgent(cfgPath))
+	}
 	os.Exit(runTests(m))
 }
 

@@ -18,7 +18,14 @@ const (
 	FdConfig    = 5 // config.json, read-only
 	FdProcesses = 6 // <state>/processes, where the init records exit codes
 	FdBinary    = 7 // the sealed init binary, which the backend executes by this number
+	// FdStart is the read end of a pipe on which the backend releases the init, once the
+	// init is in its cgroups, by writing StartByte. The init does nothing of its own before
+	// that; anything else (EOF: the backend failed or died) makes it exit.
+	FdStart = 8
 )
+
+// StartByte is what the backend writes on FdStart to release the init.
+const StartByte = 'g'
 
 // AnnotationOverlay is the config.json annotation holding the overlay mount options
 // (lowerdir, upperdir, workdir) of the root filesystem, which the OCI spec has no field for:
