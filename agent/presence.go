@@ -57,11 +57,30 @@ func (a *Agent) presenceLoop(ctx context.Context) {
 			a.log.Info("heartbeat succeeded again")
 			failing = false
 		}
+		last := time.Now()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-a.beat:
+			// An early heartbeat announces changed reservations; a cell accepting hundreds
+			// of instances at once sends one per minEarlyBeat, not one write (and one
+			// cell_changed event) per instance.
+			if wait := minEarlyBeat(ttl) - time.Since(last); wait > 0 {
+				w := time.NewTimer(wait)
+				select {
+				case <-ctx.Done():
+					w.Stop()
+					return
+				case <-w.C:
+				case <-t.C:
+					w.Stop()
+				}
+			}
 		}
 	}
 }
+
+// minEarlyBeat is the shortest time between a heartbeat and an early one asked for by
+// heartbeatNow: a tenth of the presence TTL.
+func minEarlyBeat(ttl time.Duration) time.Duration { return ttl / 10 }

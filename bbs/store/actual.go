@@ -39,6 +39,14 @@ func actualName(key models.ActualLRPKey, presence string) string {
 // presence. A process guid (and index) narrows the etcd read to that key prefix; cell and
 // domain are filtered on the stored bytes first, so records of other cells are not decoded.
 func (s *Store) ActualLRPs(ctx context.Context, filter ActualLRPFilter) ([]*models.ActualLRP, int64, error) {
+	if filter.CellID != "" && filter.ProcessGuid == "" && !s.opts.DirectWatch {
+		// A cell's instances, from the shared watch's records once they include every change
+		// committed before this call; a scan of every instance otherwise.
+		out, rev, ok, err := s.hub.cellActuals(ctx, filter)
+		if err != nil || ok {
+			return out, rev, err
+		}
+	}
 	prefix := s.keys.actual
 	if filter.ProcessGuid != "" {
 		prefix = s.keys.actualProcess(filter.ProcessGuid)
@@ -190,6 +198,9 @@ func (s *Store) transitionActual(ctx context.Context, what string, key models.Ac
 	if err := validateActualKey(key); err != nil {
 		return nil, err
 	}
+	if out, ok := s.transitionCached(ctx, what, key, presence, expectRevision, decide); ok {
+		return out, nil
+	}
 	var out *models.ActualLRP
 	err := s.retry(ctx, what, func() (bool, error) {
 		r, err := s.readIndex(ctx, key)
@@ -230,6 +241,43 @@ func (s *Store) transitionActual(ctx context.Context, what string, key models.Ac
 		return true, nil
 	})
 	return out, err
+}
+
+// transitionCached tries a transition once on the records of the shared watch instead of a
+// read from etcd: the transaction compares the revision of every record it touches, so a
+// stale cached record makes it fail rather than commit. It reports false — and the caller
+// takes the authoritative path — whenever the cache lacks the record, disagrees with
+// expectRevision, refuses the transition, has nothing to change, or loses the
+// compare-and-swap, so that every refusal and every answer without a write come from a read
+// of etcd, as before.
+func (s *Store) transitionCached(ctx context.Context, what string, key models.ActualLRPKey, presence string,
+	expectRevision int64, decide func(r indexRecords, cur *models.ActualLRP) ([]change, *models.ActualLRP, error),
+) (*models.ActualLRP, bool) {
+	if s.opts.DirectWatch {
+		return nil, false
+	}
+	r, ok := s.hub.index(key)
+	if !ok {
+		return nil, false
+	}
+	var cur *models.ActualLRP
+	if presence != "" {
+		if cur = r.of(presence); cur == nil || (expectRevision != 0 && cur.Revision != expectRevision) {
+			return nil, false
+		}
+	}
+	changes, result, err := decide(r, cur)
+	if err != nil || len(changes) == 0 {
+		return nil, false
+	}
+	rev, committed, err := s.commitActual(ctx, what, changes...)
+	if err != nil || !committed {
+		return nil, false
+	}
+	if result != nil {
+		result.Revision = rev
+	}
+	return result, true
 }
 
 // update returns a single-change plan: before becomes after, and after is returned.

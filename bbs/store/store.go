@@ -34,16 +34,31 @@ type Options struct {
 	Logger *slog.Logger
 	// Now returns the time stamped on records (since, created_at, ...); nil means time.Now.
 	Now func() time.Time
+	// DirectWatch gives every Watch call an etcd watch of its own and reads a cell's
+	// ActualLRPs from etcd. By default (false) the Store shares one etcd watch among its
+	// Watch calls and serves a cell's ActualLRPs from the records that watch keeps (see
+	// hub.go): with a thousand cells streaming, one watch per cell decodes every change a
+	// thousand times.
+	DirectWatch bool
+	// WatchHistory is how many recent events the shared watch keeps, so that a watch from
+	// the revision of a listing just read starts from it; older revisions get an etcd watch
+	// of their own.
+	WatchHistory int
+	// WatchQueue is how many events a subscriber of the shared watch may fall behind before
+	// its Watch ends with models.ErrCompacted (it reads everything again).
+	WatchQueue int
 }
 
 // DefaultOptions returns the options New uses for zero fields.
 func DefaultOptions() Options {
 	return Options{
-		Prefix:     DefaultPrefix,
-		MaxRetries: 20,
-		PageSize:   5000,
-		Logger:     slog.New(slog.DiscardHandler),
-		Now:        time.Now,
+		Prefix:       DefaultPrefix,
+		MaxRetries:   20,
+		PageSize:     5000,
+		Logger:       slog.New(slog.DiscardHandler),
+		Now:          time.Now,
+		WatchHistory: 50_000,
+		WatchQueue:   1 << 20,
 	}
 }
 
@@ -57,6 +72,9 @@ func (o Options) Validate() error {
 	}
 	if o.PageSize < 1 {
 		return fmt.Errorf("store options: page size %d must be at least 1", o.PageSize)
+	}
+	if o.WatchHistory < 1 || o.WatchQueue < 1 {
+		return fmt.Errorf("store options: watch history %d and watch queue %d must be at least 1", o.WatchHistory, o.WatchQueue)
 	}
 	return nil
 }
@@ -78,6 +96,12 @@ func (o Options) withDefaults() Options {
 	if o.Now == nil {
 		o.Now = d.Now
 	}
+	if o.WatchHistory == 0 {
+		o.WatchHistory = d.WatchHistory
+	}
+	if o.WatchQueue == 0 {
+		o.WatchQueue = d.WatchQueue
+	}
 	return o
 }
 
@@ -88,6 +112,7 @@ type Store struct {
 	keys   keys
 	opts   Options
 	log    *slog.Logger
+	hub    *hub
 }
 
 var _ Interface = (*Store)(nil)
@@ -100,7 +125,9 @@ func New(client *clientv3.Client, opts Options) *Store {
 	if err := opts.Validate(); err != nil {
 		panic(err)
 	}
-	return &Store{client: client, keys: newKeys(opts.Prefix), opts: opts, log: opts.Logger}
+	s := &Store{client: client, keys: newKeys(opts.Prefix), opts: opts, log: opts.Logger}
+	s.hub = newHub(s)
+	return s
 }
 
 // Revision returns the store's current etcd revision.

@@ -24,6 +24,11 @@ func (s *Store) Watch(ctx context.Context, fromRevision int64, filter EventFilte
 	if fromRevision < 0 {
 		return &models.FieldError{Field: "from_revision", Reason: fmt.Sprintf("must not be negative, got %d", fromRevision)}
 	}
+	if !s.opts.DirectWatch {
+		if served, err := s.hub.watch(ctx, fromRevision, filter, fn); served || err != nil {
+			return err
+		}
+	}
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 

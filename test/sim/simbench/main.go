@@ -1,0 +1,145 @@
+// Command simbench runs the scale simulator's scenarios (package test/sim) — fill, cell loss,
+// drain, steady churn — against the real BBS, etcd and brain with simulated cells in this
+// process, and prints each scenario's figures next to the anchors: Diego's alert lines
+// (convergence < 10 s, BBS request latency < 5 s), Nomad's ~1,500 placements/s and
+// Kubernetes' 680–810 pods/s. make bench-sim runs it.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"time"
+
+	"github.com/trellis-run/trellis/test/sim"
+)
+
+func main() {
+	cfg := sim.DefaultConfig()
+	fill := sim.DefaultFill()
+	churn := sim.DefaultChurn()
+	var (
+		loss       = flag.Float64("loss", 0.2, "fraction of the cells killed at once (0 skips the scenario)")
+		drain      = flag.Float64("drain", 0.1, "fraction of the cells drained (0 skips the scenario)")
+		cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
+		memProfile = flag.String("memprofile", "", "write a heap profile at the end of the fill here")
+		verbose    = flag.Bool("v", false, "log the components' warnings to stderr")
+		timeout    = flag.Duration("timeout", 10*time.Minute, "bound of each wait")
+	)
+	flag.BoolVar(&cfg.Detail, "detail", false, "print the latency of each BBS method")
+	flag.IntVar(&cfg.Cells, "cells", cfg.Cells, "simulated cells")
+	flag.IntVar(&cfg.Zones, "zones", cfg.Zones, "zones")
+	flag.StringVar(&cfg.Transport, "transport", cfg.Transport, "how cells and the brain reach the BBS: http or inproc")
+	flag.DurationVar(&cfg.PresenceTTL, "ttl", cfg.PresenceTTL, "cell presence TTL")
+	flag.IntVar(&fill.Instances, "instances", fill.Instances, "instances to fill")
+	flag.IntVar(&fill.SingleApps, "singles", fill.SingleApps, "single-instance apps per push round (besides 20 × 25)")
+	flag.IntVar(&fill.Writers, "writers", fill.Writers, "concurrent pushes")
+	flag.DurationVar(&churn.Duration, "churn", churn.Duration, "steady churn duration (0 skips the scenario)")
+	etcd := flag.String("etcd", "", "comma-separated endpoints of an external etcd (default: embedded)")
+	flag.Parse()
+	if *etcd != "" {
+		cfg.EtcdEndpoints = strings.Split(*etcd, ",")
+	}
+	fill.Timeout = *timeout
+	runtime.MemProfileRate = 64 << 10 // finer heap attribution per component
+	if *verbose {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	start := time.Now()
+	cfg.Progress = func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "[%6.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if err := run(ctx, cfg, fill, churn, *loss, *drain, *timeout, *memProfile); err != nil {
+		pprof.StopCPUProfile()
+		log.Fatal(err)
+	}
+}
+
+func run(ctx context.Context, cfg sim.Config, fill sim.FillOptions, churn sim.ChurnOptions, loss, drain float64, timeout time.Duration, memProfile string) error {
+	fmt.Printf("trellis scale simulator: %d cells, %d zones, transport %s, presence TTL %v, %d cores (%s)\n",
+		cfg.Cells, cfg.Zones, cfg.Transport, cfg.PresenceTTL, runtime.NumCPU(), time.Now().UTC().Format(time.RFC3339))
+	c, err := sim.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var results []*sim.Result
+	r, err := c.Fill(ctx, fill)
+	if err != nil {
+		return err
+	}
+	results = append(results, r)
+	print(r)
+	if memProfile != "" {
+		if f, err := os.Create(memProfile); err == nil {
+			_ = pprof.WriteHeapProfile(f)
+			f.Close()
+		}
+	}
+	if loss > 0 {
+		if r, err = c.CellLoss(ctx, loss, timeout); err != nil {
+			return err
+		}
+		results = append(results, r)
+		print(r)
+	}
+	if drain > 0 {
+		if r, err = c.Drain(ctx, drain, timeout); err != nil {
+			return err
+		}
+		results = append(results, r)
+		print(r)
+	}
+	if churn.Duration > 0 {
+		if r, err = c.Churn(ctx, churn); err != nil {
+			return err
+		}
+		results = append(results, r)
+		print(r)
+	}
+	var failures []string
+	for _, r := range results {
+		failures = append(failures, r.Failures...)
+	}
+	if len(failures) > 0 {
+		return fmt.Errorf("correctness checks failed: %s", strings.Join(failures, "; "))
+	}
+	return nil
+}
+
+func print(r *sim.Result) {
+	fmt.Printf("\n%s\n", r.Name)
+	for _, l := range r.Lines {
+		mark := "  "
+		if l.Met != nil {
+			mark = "✗ "
+			if *l.Met {
+				mark = "✓ "
+			}
+		}
+		anchor := ""
+		if l.Anchor != "" {
+			anchor = "  [" + l.Anchor + "]"
+		}
+		fmt.Printf("  %s%-52s %s%s\n", mark, l.Metric, l.Value, anchor)
+	}
+}
