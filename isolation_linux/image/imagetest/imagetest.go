@@ -314,7 +314,7 @@ func Marker(t testing.TB, s string) v1.Layer {
 func HTTPDConfig(port int, dir string) v1.Config {
 	p := fmt.Sprintf("%d/tcp", port)
 	return v1.Config{
-		Entrypoint:   []string{"/bin/httpd", "-f", "-v"},
+		Entrypoint:   []string{"/usr/sbin/httpd", "-f", "-v"},
 		Cmd:          []string{"-p", fmt.Sprint(port), "-h", dir},
 		Env:          []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "IMAGE_GREETING=hello from the image"},
 		WorkingDir:   dir,
