@@ -107,9 +107,7 @@ func httpdLRP(guid string) *models.DesiredLRP {
 }
 
 // TestLinuxLRPWithHealthCheck: on the real Linux backend an httpd instance with an HTTP check
-// reaches RUNNING and answers on the reported host port. (Out of memory is tested on the
-// memory backend: on this cgroup v1 host an OOM kill in a container currently takes the
-// creating process down with it — see the agent's report.)
+// reaches RUNNING and answers on the reported host port.
 func TestLinuxLRPWithHealthCheck(t *testing.T) {
 	e := testBBS(t)
 	cellID := uniq("linux")
@@ -126,6 +124,30 @@ func TestLinuxLRPWithHealthCheck(t *testing.T) {
 	url := fmt.Sprintf("http://%s/index.html", net.JoinHostPort(rec.Address, strconv.Itoa(int(rec.Ports[0].HostPort))))
 	if body, err := get(t, url); err != nil || body != "hello\n" {
 		t.Fatalf("GET %s = %q, %v", url, body, err)
+	}
+}
+
+// TestLinuxLRPOutOfMemory: on the real Linux backend an instance whose app allocates past its
+// memory_mb is OOM-killed in its container and reported CRASHED with the reason "out of
+// memory", while the agent (this test process) carries on.
+func TestLinuxLRPOutOfMemory(t *testing.T) {
+	e := testBBS(t)
+	cellID := uniq("linux")
+	cfg := linuxConfig(t, e, cellID)
+	startAgent(t, e, cfg, nil)
+	op := e.operator(t)
+
+	guid := uniq("hog")
+	lrp := httpdLRP(guid)
+	lrp.MemoryMB = 16
+	// busybox dd fills a 96 MiB buffer: the kernel kills it at the 16 MiB limit.
+	lrp.Action = &models.Action{Run: &models.RunAction{Path: "/bin/sh", Args: []string{"-c",
+		`dd if=/dev/zero of=/dev/null bs=96M count=1`}}}
+	lrp.CheckDefinition = nil
+	desireAndPlace(t, e, lrp, cellID)
+	rec := waitState(t, op, guid, 0, models.ActualLRPStateCrashed, 60*time.Second)
+	if !strings.Contains(rec.CrashReason, "out of memory") {
+		t.Fatalf("crashed record = %+v, want a crash reason containing %q", rec, "out of memory")
 	}
 }
 
