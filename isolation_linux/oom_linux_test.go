@@ -64,7 +64,7 @@ func TestContainerOOMLeavesBackendAlone(t *testing.T) {
 	cfg := testConfig(t)
 	// The test's own backend only cleans up (destroys what the agent leaves, removes the
 	// cgroup parent) after the agent is gone.
-	newTestBackend(t, cfg)
+	b := newTestBackend(t, cfg)
 	cfgPath := filepath.Join(t.TempDir(), "config.json")
 	data, err := json.Marshal(cfg)
 	if err != nil {
@@ -113,6 +113,12 @@ func TestContainerOOMLeavesBackendAlone(t *testing.T) {
 		case <-exited:
 		case <-time.After(10 * time.Second):
 			t.Errorf("the agent (pid %d) could not be reaped 10 s after SIGKILL", cmd.Process.Pid)
+		}
+		// Including the remains of a create the agent did not finish, which List skips.
+		for i := range oomContainers {
+			if err := b.Destroy(context.Background(), oomHandle(cmd.Process.Pid, i)); err != nil {
+				t.Errorf("cleanup: %v", err)
+			}
 		}
 	})
 	pid := cmd.Process.Pid
@@ -293,7 +299,7 @@ func runOOMAgent(cfgPath string) int {
 
 	var handles []string
 	for i := range oomContainers {
-		h := fmt.Sprintf("oom%d-%d", os.Getpid(), i)
+		h := oomHandle(os.Getpid(), i)
 		c, err := b.Create(ctx, isolation.ContainerSpec{Handle: h, RootFS: "preloaded:busybox", Network: isolation.NetworkNone,
 			Limits: isolation.Limits{MemoryBytes: oomLimit}})
 		if err != nil {
@@ -324,6 +330,9 @@ func runOOMAgent(cfgPath string) int {
 	report(oomReport{Done: true})
 	return 0
 }
+
+// oomHandle is the handle of the agent pid's container i.
+func oomHandle(pid, i int) string { return fmt.Sprintf("oom%d-%d", pid, i) }
 
 func runAndWait(ctx context.Context, c isolation.Container, script string) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
