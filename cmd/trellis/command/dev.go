@@ -24,6 +24,7 @@ import (
 	"github.com/trellis-run/trellis/bbs/store"
 	"github.com/trellis-run/trellis/brain"
 	isolationlinux "github.com/trellis-run/trellis/isolation_linux"
+	"github.com/trellis-run/trellis/isolation_linux/image"
 )
 
 func init() { register(newDevCommand) }
@@ -114,6 +115,9 @@ func runDev(ctx context.Context, out io.Writer, f devFlags) error {
 	cfg.Server.TLS.CAFile = pki.CAFile
 	cfg.Server.TLS.CertFile, cfg.Server.TLS.KeyFile = pki.Server.CertFile, pki.Server.KeyFile
 	cfg.Server.Version = Version
+	// Image tags are pinned to digests when an LRP is desired, so every instance runs the same
+	// bytes; a dev machine with no registry in reach gets a clear error only when it asks for one.
+	cfg.Server.ImageResolver = image.Resolver{}
 	// etcd warns about its single-node set-up at every start; in a dev cluster only its debug
 	// output is of interest, and failures surface as BBS errors anyway.
 	if logger.Enabled(ctx, slog.LevelDebug) {

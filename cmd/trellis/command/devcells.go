@@ -200,6 +200,9 @@ func prepareDevCells(dataDir, bbsURL string, pki *certs.DevPKI, specs []devCellS
 		for _, st := range stacks {
 			cfg.RootFSProviders["preloaded:"+st] = stackDir
 		}
+		// Every dev cell also runs Docker/OCI images pulled from a registry.
+		cfg.RootFSProviders["docker"] = ""
+		cfg.RootFSProviders["oci"] = ""
 		cfg.PlacementTags, cfg.OptionalPlacementTags = s.PlacementTags, s.OptionalPlacementTags
 		cfg.DataDir = dir
 		cfg.Backend = agent.BackendLinux

@@ -227,6 +227,9 @@ func printInstances(w io.Writer, actual []*models.ActualLRP, policy *models.Rest
 		if a.InstanceGuid != "" {
 			m, ok := metrics[a.InstanceGuid]
 			cpu, mem, disk = usage(m, ok)
+			if detail == "" && ok && m.Phase != "" {
+				detail = m.Phase // e.g. an image pull's progress while the instance starts
+			}
 		}
 		if disk != "" && disk != "-" {
 			mem += ", disk " + disk
