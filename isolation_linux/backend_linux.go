@@ -151,6 +151,17 @@ func checkTraversable(dir string) error {
 // Close releases the sealed init binary and closes the image store. Containers keep running.
 func (b *Backend) Close() error { return errors.Join(b.images.close(), b.init.Close()) }
 
+// UninstallNetwork removes what the backend's container network left on the host once no
+// container uses it: its bridge and its iptables chains (see network.Network.Uninstall). It is
+// for taking a cell out of service and for tests; containers created later set it up again.
+// Errors: isolation.ErrInvalidSpec while containers remain attached, or the failing command.
+func (b *Backend) UninstallNetwork(ctx context.Context) error {
+	if b.net == nil {
+		return nil
+	}
+	return b.net.Uninstall(ctx)
+}
+
 // Ping checks that the state dir is usable.
 func (b *Backend) Ping(ctx context.Context) error {
 	f, err := os.CreateTemp(b.cfg.StateDir, ".ping-")

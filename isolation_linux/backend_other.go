@@ -21,6 +21,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Backend, error)
 // Close does nothing.
 func (b *Backend) Close() error { return nil }
 
+// UninstallNetwork does nothing: there is no container network on this system.
+func (b *Backend) UninstallNetwork(ctx context.Context) error { return nil }
+
 // MaybeRunInit returns at once: containers' inits exist only on Linux.
 func MaybeRunInit() {}
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -50,7 +49,7 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	testBase = base
-	defer exec.Command("ip", "link", "del", testNetwork().BridgeName).Run()
+	defer uninstallTestNetwork()
 	return m.Run()
 }
 
@@ -66,6 +65,18 @@ func testNetwork() network.Config {
 	cfg.NetworkName = fmt.Sprintf("trellis-test-%d", os.Getpid())
 	cfg.Subnet = fmt.Sprintf("10.%d.%d.0/24", 200+os.Getpid()%50, os.Getpid()%250)
 	return cfg
+}
+
+// uninstallTestNetwork removes the test network's bridge and iptables chains once every test
+// has destroyed its containers, so test runs leave no rules on the host.
+func uninstallTestNetwork() {
+	n, err := network.New(testNetwork())
+	if err == nil {
+		err = n.Uninstall(context.Background())
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "uninstall the test network:", err)
+	}
 }
 
 // testConfig returns a Config whose state, disk, network and cgroup names are unique to this

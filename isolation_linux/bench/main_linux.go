@@ -67,6 +67,9 @@ func run(n int, cni, peers bool, initBin string) error {
 		return err
 	}
 	defer func() {
+		if err := b.UninstallNetwork(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "uninstall the bench network:", err)
+		}
 		b.Close()
 		for _, d := range []string{"/sys/fs/cgroup/" + cfg.CgroupParent} {
 			os.Remove(d)
@@ -76,7 +79,6 @@ func run(n int, cni, peers bool, initBin string) error {
 				os.Remove(d)
 			}
 		}
-		_ = exec.Command("ip", "link", "del", cfg.Network.BridgeName).Run()
 	}()
 
 	bundle, err := makeBundle(base, stack)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -113,8 +114,22 @@ func startCluster(t *testing.T, dir, listen string, extra ...string) *cluster {
 		c.stop()
 		t.Fatalf("trellis dev not up after 60s:\n%s", c.output)
 	}
+	// Cleanups run last-in first-out: the cluster stops first, then its cells' directories
+	// (outside the test's temporary directory) go.
+	t.Cleanup(c.removeCellDirs)
 	t.Cleanup(c.stop)
 	return c
+}
+
+// cellDirRe finds a cell's directory in the banner of trellis dev.
+var cellDirRe = regexp.MustCompile(`log (/var/lib/trellis/dev/[^/\s]+)/[^/\s]+/agent\.log`)
+
+// removeCellDirs removes the directories trellis dev kept its cells in: state a test cluster
+// does not need once it has stopped.
+func (c *cluster) removeCellDirs() {
+	for _, m := range cellDirRe.FindAllStringSubmatch(c.output.String(), -1) {
+		os.RemoveAll(m[1])
+	}
 }
 
 // stop interrupts the cluster as Ctrl-C would and waits for it to exit.
