@@ -142,36 +142,18 @@ func (p *process) Signal(ctx context.Context, sig isolation.Signal) error {
 }
 
 // follow copies the file at path to w as it grows, until exited is closed and the file is
-// drained. inotify wakes it when the file is written.
+// drained. A shared inotify instance wakes it when the file is written (see watchFile).
 func follow(path string, w io.Writer, exited <-chan struct{}) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	ifd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	changed, stop, err := watchFile(path)
 	if err != nil {
-		return fmt.Errorf("inotify: %w", err)
+		return err
 	}
-	if _, err := unix.InotifyAddWatch(ifd, path, unix.IN_MODIFY|unix.IN_CLOSE_WRITE); err != nil {
-		unix.Close(ifd)
-		return fmt.Errorf("inotify watch: %w", err)
-	}
-	events := os.NewFile(uintptr(ifd), "inotify")
-	defer events.Close()
-	changed := make(chan struct{}, 1)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			if _, err := events.Read(buf); err != nil {
-				return
-			}
-			select {
-			case changed <- struct{}{}:
-			default:
-			}
-		}
-	}()
+	defer stop()
 	for {
 		if _, err := io.Copy(w, f); err != nil {
 			return discardRest(err)
