@@ -62,6 +62,7 @@ type Agent struct {
 	drainReq  chan struct{} // closed when a drain is asked for
 	drained   chan struct{} // closed when the drain has finished
 	beat      chan struct{} // asks for a heartbeat now
+	creates   chan struct{} // a slot per container being created (Config.MaxConcurrentCreates)
 	reconcile sync.Mutex    // one reconcile at a time
 
 	runCtx context.Context // the Run context: BBS calls end with it
@@ -88,7 +89,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Agent, error) {
 		cfg: cfg, store: opts.Store, log: logger.With("cell", cfg.CellID), http: opts.HTTPClient,
 		containers: map[string]*container{}, finished: map[string]time.Time{}, logOwners: map[string]logSource{},
 		drainReq: make(chan struct{}), drained: make(chan struct{}), beat: make(chan struct{}, 1),
-		closed: make(chan struct{}), os: runtime.GOOS,
+		creates: make(chan struct{}, cfg.maxConcurrentCreates()), closed: make(chan struct{}), os: runtime.GOOS,
 	}
 	ok := false
 	defer func() {

@@ -40,6 +40,7 @@ func TestConfigValidate(t *testing.T) {
 		{"bbs.url", func(c *Config) { c.BBS.URL = "http://bbs:8889" }},
 		{"bbs.cert_file", func(c *Config) { c.BBS.CertFile = "" }},
 		{"capacity.memory_mb", func(c *Config) { c.Capacity.MemoryMB = -1 }},
+		{"max_concurrent_creates", func(c *Config) { c.MaxConcurrentCreates = -1 }},
 		{"rootfs_providers", func(c *Config) { c.RootFSProviders = nil }},
 		{`rootfs_providers["preloaded:busybox"]`, func(c *Config) { c.RootFSProviders["preloaded:busybox"] = "" }},
 		{`rootfs_providers["preloaded:busybox"]`, func(c *Config) { c.RootFSProviders["preloaded:busybox"] = "relative" }},

@@ -165,8 +165,12 @@ type Config struct {
 	// LogBytesPerInstance bounds each instance's captured log (rotated once past it).
 	LogBytesPerInstance int64 `json:"log_bytes_per_instance,omitempty"`
 	// CacheBytes bounds the download cache.
-	CacheBytes int64     `json:"cache_bytes,omitempty"`
-	API        APIConfig `json:"api,omitempty"`
+	CacheBytes int64 `json:"cache_bytes,omitempty"`
+	// MaxConcurrentCreates bounds how many containers the cell creates at once (root
+	// filesystem, disk volume, cgroups, network); more placed at once wait their turn, so a
+	// burst of placements cannot starve the agent's heartbeat. 0 means twice the CPUs, at least 4.
+	MaxConcurrentCreates int       `json:"max_concurrent_creates,omitempty"`
+	API                  APIConfig `json:"api,omitempty"`
 	// Images configures image pulls (docker:// and oci:// rootfs).
 	Images ImagesConfig `json:"images,omitempty"`
 	Linux  LinuxConfig  `json:"linux,omitempty"`
@@ -229,6 +233,14 @@ func invalid(field, format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s", ErrInvalidConfig, field, fmt.Sprintf(format, args...))
 }
 
+// maxConcurrentCreates is MaxConcurrentCreates with its default applied.
+func (c Config) maxConcurrentCreates() int {
+	if c.MaxConcurrentCreates > 0 {
+		return c.MaxConcurrentCreates
+	}
+	return max(4, 2*runtime.NumCPU())
+}
+
 // Validate reports the first invalid field. Errors: ErrInvalidConfig.
 func (c Config) Validate() error {
 	if err := models.ValidateCellID("cell_id", c.CellID); err != nil {
@@ -278,6 +290,9 @@ func (c Config) Validate() error {
 		case src != "" && !filepath.IsAbs(src):
 			return invalid(field, "%q must be an absolute path", src)
 		}
+	}
+	if c.MaxConcurrentCreates < 0 {
+		return invalid("max_concurrent_creates", "must not be negative, got %d", c.MaxConcurrentCreates)
 	}
 	if c.DataDir == "" || !filepath.IsAbs(c.DataDir) {
 		return invalid("data_dir", "%q must be an absolute path", c.DataDir)

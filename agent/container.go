@@ -260,3 +260,16 @@ func hasEvent(ctx context.Context, c isolation.Container, event string) bool {
 	}
 	return false
 }
+
+// createContainer creates a container through the backend, at most
+// Config.MaxConcurrentCreates at a time: creating is the expensive part of a start (file
+// systems, cgroups, network), and a burst of hundreds at once would starve the heartbeat.
+func (a *Agent) createContainer(ctx context.Context, spec isolation.ContainerSpec) (isolation.Container, error) {
+	select {
+	case a.creates <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-a.creates }()
+	return a.backend.Create(ctx, spec)
+}

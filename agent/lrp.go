@@ -105,7 +105,7 @@ func (a *Agent) runLRP(c *container) {
 
 	a.setState(c, StateInitializing)
 	pull := a.newPullProgress(c, int(c.key.Index))
-	cont, err := a.backend.Create(c.stopCtx, isolation.ContainerSpec{
+	cont, err := a.createContainer(c.stopCtx, isolation.ContainerSpec{
 		Handle:     c.handle,
 		RootFS:     desired.RootFS,
 		Limits:     limits(desired.MemoryMB, desired.DiskMB, desired.CPUWeight, desired.MaxPids),

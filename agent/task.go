@@ -70,7 +70,7 @@ func (a *Agent) runTask(c *container, t *models.Task) {
 		return
 	}
 	pull := a.newPullProgress(c, logs.NoIndex)
-	cont, err := a.backend.Create(c.stopCtx, isolation.ContainerSpec{
+	cont, err := a.createContainer(c.stopCtx, isolation.ContainerSpec{
 		Handle:     c.handle,
 		RootFS:     t.RootFS,
 		Limits:     limits(t.MemoryMB, t.DiskMB, t.CPUWeight, t.MaxPids),
