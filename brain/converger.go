@@ -30,25 +30,36 @@ func (s *session) convergeLoop(ctx context.Context) {
 	sweep := time.NewTicker(s.b.cfg.ConvergeInterval)
 	defer sweep.Stop()
 	var debounce <-chan time.Time
+	// Event-triggered plans are spaced by planSpacing times the last planning time, so that
+	// a stream of events (a fill of 250,000 instances creates DesiredLRPs without pause)
+	// does not keep the brain planning back to back over a large view.
+	var lastPlan time.Duration
+	var lastEnd time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.kick:
 			if debounce == nil {
-				debounce = time.After(s.b.cfg.ConvergeDebounce)
+				wait := max(s.b.cfg.ConvergeDebounce, planSpacing*lastPlan-time.Since(lastEnd))
+				debounce = time.After(wait)
 			}
 			continue
 		case <-debounce:
 			debounce = nil
-			s.converge(ctx, "event")
+			lastPlan = s.converge(ctx, "event")
 		case <-sweep.C:
-			s.converge(ctx, "sweep")
+			lastPlan = s.converge(ctx, "sweep")
 		case <-s.deadline:
-			s.converge(ctx, "deadline")
+			lastPlan = s.converge(ctx, "deadline")
 		}
+		lastEnd = time.Now()
 	}
 }
+
+// planSpacing bounds the share of time the converger spends planning on events: after a plan
+// that took d, the next event-triggered one starts no sooner than planSpacing×d later.
+const planSpacing = 5
 
 // snapshot copies the view for Plan. The records are shared: the view replaces records, it
 // never modifies them.
@@ -76,8 +87,8 @@ func (s *session) snapshot() converge.Snapshot {
 	return snap
 }
 
-// converge plans once from the view and applies the plan.
-func (s *session) converge(ctx context.Context, why string) {
+// converge plans once from the view and applies the plan. It returns how long planning took.
+func (s *session) converge(ctx context.Context, why string) time.Duration {
 	start := time.Now()
 	domains, err := s.b.bbs.Domains(ctx)
 	if err != nil {
@@ -85,12 +96,14 @@ func (s *session) converge(ctx context.Context, why string) {
 			s.log.WarnContext(ctx, "cannot read domains; convergence postponed", "error", err, "in", s.b.cfg.ResyncDelay)
 			s.later(s.b.cfg.ResyncDelay, func(context.Context) { s.kickConverger() })
 		}
-		return
+		return 0
 	}
 	snap := s.snapshot()
 	snap.Domains = domains
 	now := s.b.clock.Now()
 	acts := converge.Plan(snap, now, s.b.cfg.Converge)
+	planned := time.Since(start)
+	s.b.metrics.convergePlan.Observe(planned.Seconds())
 
 	extra := 0
 	for _, r := range acts.Retire {
@@ -116,7 +129,8 @@ func (s *session) converge(ctx context.Context, why string) {
 		"auction", len(acts.Auction), "restart_now", len(acts.RestartNow), "restart_later", len(acts.RestartLater),
 		"fail_tasks", len(acts.FailTasks), "auction_tasks", len(acts.AuctionTasks),
 		"unresolve_tasks", len(acts.UnresolveTasks), "delete_tasks", len(acts.DeleteTasks),
-		"callbacks", len(acts.Callbacks), "took", took)
+		"callbacks", len(acts.Callbacks), "planned_in", planned, "took", took)
+	return planned
 }
 
 // jobs turns a plan's immediate actions into BBS writes. Each write that returns the new

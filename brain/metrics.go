@@ -17,6 +17,7 @@ type metrics struct {
 	lrpsMissing      prometheus.Gauge
 	lrpsExtra        prometheus.Gauge
 	convergeDuration prometheus.Histogram
+	convergePlan     prometheus.Histogram
 	actions          *prometheus.CounterVec
 	leader           prometheus.Gauge
 	lockLosses       prometheus.Counter
@@ -53,6 +54,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: ns, Subsystem: sub, Name: "lrps_extra",
 			Help: "ActualLRPs beyond their desired instances, or orphaned, at the last convergence.",
 		}),
+		convergePlan: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "convergence_plan_seconds",
+			Help:    "Time to plan one convergence from the view (snapshot and plan, not the BBS writes).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
 		convergeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "convergence_duration_seconds",
 			Help:    "Time of one convergence: planning and applying its actions.",
@@ -83,7 +89,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.auctionDuration, m.auctionBatch, m.placements,
-		m.placementErrors, m.lrpsMissing, m.lrpsExtra, m.convergeDuration, m.actions, m.leader,
+		m.placementErrors, m.lrpsMissing, m.lrpsExtra, m.convergeDuration, m.convergePlan, m.actions, m.leader,
 		m.lockLosses, m.events, m.resyncs} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError

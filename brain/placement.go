@@ -9,29 +9,21 @@ import (
 	"github.com/trellis-run/trellis/brain/auction"
 )
 
-// cellStates is the batcher's Cells: every present cell with what the view says it holds.
-// A record counts on its cell from placement (UNCLAIMED with a cell, or a PENDING task with
+// cellStates is the batcher's Cells: every present cell with what the view says it holds
+// (kept per cell as records change, see tally.go). A record counts on its cell from placement (UNCLAIMED with a cell, or a PENDING task with
 // one) until it stops running; it is "starting" until RUNNING. Where the cell reports using
 // more than that, its report is taken.
 func (s *session) cellStates(context.Context) ([]*auction.CellState, error) {
 	s.mu.Lock()
 	states := make(map[string]*auction.CellState, len(s.cells))
 	for id, p := range s.cells {
-		states[id] = auction.NewCellState(p)
-	}
-	for _, a := range s.actual {
-		if a.CellID == "" || a.State == models.ActualLRPStateCrashed {
-			continue
+		cs := auction.NewCellState(p)
+		if u := s.usage[id]; u != nil {
+			// The auction only reads Instances; the session copies it before its next change.
+			cs.Reserved, cs.StartingContainers, cs.Instances = u.reserved, u.starting, u.instances
+			u.shared = true
 		}
-		cs := states[a.CellID]
-		if cs == nil {
-			continue
-		}
-		var mem, disk int32
-		if d := s.desired[a.ProcessGuid]; d != nil {
-			mem, disk = d.MemoryMB, d.DiskMB
-		}
-		cs.AddLRP(a.ProcessGuid, mem, disk, a.State != models.ActualLRPStateRunning)
+		states[id] = cs
 	}
 	for _, t := range s.tasks {
 		if t.CellID == "" || t.State != models.TaskStatePending && t.State != models.TaskStateRunning {

@@ -67,6 +67,10 @@ type session struct {
 	// version of the record that still needs a home is queued again.
 	retryLRP  map[lrpKey]bool
 	retryTask map[string]bool
+	// usage is what the instance records hold per cell, contrib each record's share of it
+	// (see tally.go); both change with actual.
+	usage   map[string]*cellUsage
+	contrib map[actualKey]contribution
 
 	// Set by cellStates and read by deliver, both on the batcher's goroutine.
 	auctionCells map[string]*auction.CellState
@@ -122,6 +126,8 @@ func (s *session) reset() {
 	s.queuedTask = map[string]int64{}
 	s.retryLRP = map[lrpKey]bool{}
 	s.retryTask = map[string]bool{}
+	s.usage = map[string]*cellUsage{}
+	s.contrib = map[actualKey]contribution{}
 }
 
 // run is the leader's work until ctx ends.
@@ -227,7 +233,7 @@ func (s *session) sync(ctx context.Context, cause string) (int64, error) {
 		s.desired[d.ProcessGuid] = d
 	}
 	for _, a := range actual {
-		s.actual[keyOf(a)] = a
+		s.setActualLocked(keyOf(a), a)
 	}
 	for _, t := range tasks {
 		s.tasks[t.TaskGuid] = t
@@ -289,7 +295,7 @@ func (s *session) apply(ev store.Event) error {
 		if ev.Revision > s.listRev.actual && ev.ActualLRP != nil {
 			k := keyOf(ev.ActualLRP)
 			if cur := s.actual[k]; cur != nil && cur.Revision < ev.Revision {
-				delete(s.actual, k)
+				s.deleteActualLocked(k)
 				if k.presence == models.PresenceOrdinary {
 					s.kickConverger() // a missing index
 				}
@@ -356,10 +362,14 @@ func sameStrings(a, b []string) bool {
 // putDesiredLocked stores d unless the view holds a newer version, and queues its instances
 // that wait for a home (their events may have come before the DesiredLRP's).
 func (s *session) putDesiredLocked(d *models.DesiredLRP) {
-	if cur := s.desired[d.ProcessGuid]; cur != nil && cur.Revision > d.Revision {
+	cur := s.desired[d.ProcessGuid]
+	if cur != nil && cur.Revision > d.Revision {
 		return
 	}
 	s.desired[d.ProcessGuid] = d
+	if cur == nil {
+		s.retallyLocked(d)
+	}
 	for i := int32(0); i < d.Instances; i++ {
 		k := lrpKey{d.ProcessGuid, i}
 		if a := s.actual[actualKey{d.ProcessGuid, i, models.PresenceOrdinary}]; needsHome(a) && a.PlacementError == "" {
@@ -380,7 +390,7 @@ func (s *session) putActualLocked(a *models.ActualLRP) {
 	if prev != nil && prev.Revision > a.Revision {
 		return
 	}
-	s.actual[k] = a
+	s.setActualLocked(k, a)
 	if prev != nil && prev.Revision == a.Revision {
 		return // already applied (a write's result, then its event)
 	}

@@ -261,14 +261,17 @@ func (h *hub) cacheLocked(e *Event) {
 func (h *hub) rememberLocked(e Event) {
 	limit := h.s.opts.WatchHistory
 	if len(h.history) >= limit {
-		drop := len(h.history) - limit + 1
+		// Drop the oldest quarter at once, so that trimming costs O(1) per event. Events of
+		// one revision are dropped together, so that a watch from a revision never starts
+		// in the middle of it.
+		drop := max(1, len(h.history)/4)
 		h.historyFrom = h.history[drop-1].Revision
-		// Events of one revision are kept or dropped together, so that a watch from a
-		// revision never starts in the middle of it.
 		for drop < len(h.history) && h.history[drop].Revision == h.historyFrom {
 			drop++
 		}
-		h.history = append(h.history[:0], h.history[drop:]...)
+		n := copy(h.history, h.history[drop:])
+		clear(h.history[n:])
+		h.history = h.history[:n]
 	}
 	h.history = append(h.history, e)
 }

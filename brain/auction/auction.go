@@ -289,9 +289,26 @@ func newAuctioneer(cells []*CellState, lrps []LRPWork, opts Options) *auctioneer
 			a.procs[lrps[i].ProcessGuid] = &process{counts: map[int32]int32{}}
 		}
 	}
-	for i, c := range a.states {
-		for guid, n := range c.Instances {
-			if p, ok := a.procs[guid]; ok && n > 0 {
+	// Walk whichever side is smaller: every cell's instances, or this batch's processes
+	// looked up on every cell. A batch of a few apps over cells holding 250,000 instances
+	// takes the second way.
+	held := 0
+	for _, c := range a.states {
+		held += len(c.Instances)
+	}
+	if held <= len(a.procs)*len(a.states) {
+		for i, c := range a.states {
+			for guid, n := range c.Instances {
+				if p, ok := a.procs[guid]; ok && n > 0 {
+					p.counts[int32(i)] += n
+				}
+			}
+		}
+		return a
+	}
+	for guid, p := range a.procs {
+		for i, c := range a.states {
+			if n := c.Instances[guid]; n > 0 {
 				p.counts[int32(i)] += n
 			}
 		}

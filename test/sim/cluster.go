@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
-	"runtime"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,8 +21,6 @@ import (
 	"github.com/trellis-run/trellis/bbs/standalone"
 	"github.com/trellis-run/trellis/bbs/store"
 	"github.com/trellis-run/trellis/brain"
-	"github.com/trellis-run/trellis/isolation"
-	"github.com/trellis-run/trellis/isolation/isolationtest"
 )
 
 // Domain is the domain of every simulated app.
@@ -40,14 +40,11 @@ const (
 	cellDrained = "drained"
 )
 
-// simCell is one simulated cell: a real agent on its own in-memory backend.
+// simCell is one simulated cell as the cluster tracks it; its host runs it.
 type simCell struct {
 	id    string
 	class int
-	agent *agent.Agent
-	mem   *isolationtest.Memory
-	stop  context.CancelFunc
-	done  chan struct{}
+	host  cellHost
 	state string // guarded by Cluster.mu
 }
 
@@ -74,13 +71,12 @@ type Cluster struct {
 	obs      *observer
 	stopObs  context.CancelFunc
 	obsDone  chan struct{}
-	crashOn  chan struct{}
-	crashMu  sync.Once
 	rngMu    sync.Mutex
 	rng      *rand.Rand
 	startErr error
 
 	mu      sync.Mutex
+	hosts   []cellHost
 	cells   []*simCell
 	apps    []*app
 	nextApp int
@@ -93,7 +89,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	c := &Cluster{cfg: cfg, lat: newLatencies(), crashOn: make(chan struct{}),
+	c := &Cluster{cfg: cfg, lat: newLatencies(),
 		rng: rand.New(rand.NewPCG(uint64(cfg.Seed), 0x5eed))}
 	ok := false
 	defer func() {
@@ -192,44 +188,69 @@ func (c *Cluster) startBrain() error {
 	return nil
 }
 
-// startCells creates and runs every cell, a few at a time, and waits for their presences.
+// startCells starts every cell — in this process, or CellsPerWorker to a worker process —
+// and waits for their presences.
 func (c *Cluster) startCells(ctx context.Context) error {
 	start := time.Now()
 	classOf := classAssignment(c.cfg.Cells, c.cfg.Classes)
-	cells := make([]*simCell, c.cfg.Cells)
-	errs := make([]error, c.cfg.Cells)
-	sem := make(chan struct{}, 2*runtime.GOMAXPROCS(0))
+	hc := hostConfig{Classes: c.cfg.Classes, Zones: c.cfg.Zones, PresenceTTL: c.cfg.PresenceTTL,
+		Transport: c.cfg.Transport, BBSURL: c.bbs.URL(), DataDir: c.dir, Seed: c.cfg.Seed,
+		Verbose: c.cfg.Logger.Enabled(ctx, slog.LevelWarn)}
+	per := c.cfg.CellsPerWorker
+	if per <= 0 {
+		per = c.cfg.Cells
+	}
+	var groups [][]cellSpec
+	for i := 0; i < c.cfg.Cells; i += per {
+		var g []cellSpec
+		for j := i; j < min(i+per, c.cfg.Cells); j++ {
+			g = append(g, cellSpec{Index: j, Class: classOf[j]})
+		}
+		groups = append(groups, g)
+	}
+	hosts := make([]cellHost, len(groups))
+	errs := make([]error, len(groups))
 	var wg sync.WaitGroup
-	for i := range cells {
-		sem <- struct{}{}
+	for gi, g := range groups {
 		wg.Add(1)
 		go func() {
-			defer func() { <-sem; wg.Done() }()
-			cells[i], errs[i] = c.newCell(ctx, i, classOf[i])
+			defer wg.Done()
+			if c.cfg.CellsPerWorker <= 0 {
+				h := newLocalHost(hc, c.bbs.Store, c.lat, c.cfg.Logger)
+				hosts[gi], errs[gi] = h, h.start(ctx, g)
+				return
+			}
+			seed := hc
+			seed.Seed += int64(gi)
+			h, err := startRemoteHost(ctx, c.cfg.WorkerCommand, seed, g)
+			if err == nil {
+				hosts[gi] = h
+			}
+			errs[gi] = err
 		}()
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		for _, sc := range cells {
-			if sc != nil {
-				sc.agent.Close()
-			}
+	c.mu.Lock()
+	for gi, h := range hosts {
+		if h == nil {
+			continue
 		}
+		c.hosts = append(c.hosts, h)
+		for _, sp := range groups[gi] {
+			c.cells = append(c.cells, &simCell{id: cellID(sp.Index), class: sp.Class, host: h, state: cellAlive})
+		}
+	}
+	c.mu.Unlock()
+	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	c.mu.Lock()
-	c.cells = cells
-	c.mu.Unlock()
-	for _, sc := range cells {
-		c.runCell(sc)
-	}
-	err := waitFor(ctx, 2*c.cfg.PresenceTTL+time.Duration(c.cfg.Cells)*10*time.Millisecond, func() bool {
+	err := waitFor(ctx, 2*c.cfg.PresenceTTL+time.Duration(c.cfg.Cells)*20*time.Millisecond, func() bool {
 		return c.obs.cellCount() >= c.cfg.Cells
 	})
 	if err != nil {
 		return fmt.Errorf("sim: %d of %d cells present: %w", c.obs.cellCount(), c.cfg.Cells, err)
 	}
-	c.cfg.Progress("%d cells present after %v", c.cfg.Cells, time.Since(start).Round(time.Millisecond))
+	c.cfg.Progress("%d cells present after %v (%d hosts)", c.cfg.Cells, time.Since(start).Round(time.Millisecond), len(hosts))
 	return nil
 }
 
@@ -250,91 +271,6 @@ func classAssignment(n int, classes []CellClass) []int {
 		out[i] = best
 	}
 	return out
-}
-
-func (c *Cluster) newCell(ctx context.Context, i, class int) (*simCell, error) {
-	cl := c.cfg.Classes[class]
-	id := fmt.Sprintf("cell-%04d", i)
-	mc := isolationtest.DefaultMemoryConfig()
-	mc.Capacity = isolation.Capacity{MemoryBytes: uint64(cl.MemoryMB) << 20, DiskBytes: uint64(cl.DiskMB) << 20,
-		MaxContainers: uint64(cl.Containers)}
-	mc.Stacks, mc.RootFSSchemes = cl.Stacks, cl.Schemes
-	mem, err := isolationtest.NewMemory(mc)
-	if err != nil {
-		return nil, fmt.Errorf("sim: cell %s backend: %w", id, err)
-	}
-	mem.RegisterProgram(programApp, c.appProgram)
-
-	cfg := agent.DefaultConfig()
-	cfg.CellID = id
-	cfg.Zone = fmt.Sprintf("z%d", i%c.cfg.Zones+1)
-	cfg.BBS = agent.BBSConfig{URL: c.bbs.URL(), Insecure: true}
-	cfg.Backend = agent.BackendMemory
-	cfg.RootFSProviders = map[string]string{}
-	for _, s := range cl.Stacks {
-		cfg.RootFSProviders["preloaded:"+s] = ""
-	}
-	for _, s := range cl.Schemes {
-		cfg.RootFSProviders[s] = ""
-	}
-	cfg.PlacementTags, cfg.OptionalPlacementTags = cl.PlacementTags, cl.OptionalPlacementTags
-	cfg.DataDir = filepath.Join(c.dir, "cells", id)
-	cfg.Capacity = agent.CapacityConfig{MemoryMB: cl.MemoryMB, DiskMB: cl.DiskMB, Containers: cl.Containers}
-	cfg.PresenceTTL = agent.Duration(c.cfg.PresenceTTL)
-	cfg.GracefulStop = agent.Duration(time.Second)
-	cfg.LogBytesPerInstance = 64 << 10
-	cfg.CacheBytes = 1 << 20
-	st, err := c.storeFor("cell", "cell:"+id)
-	if err != nil {
-		return nil, err
-	}
-	a, err := agent.New(ctx, cfg, agent.Options{Store: st, Backend: mem, Logger: c.cfg.Logger.With("component", "agent")})
-	if err != nil {
-		return nil, fmt.Errorf("sim: cell %s: %w", id, err)
-	}
-	return &simCell{id: id, class: class, agent: a, mem: mem, state: cellAlive}, nil
-}
-
-func (c *Cluster) runCell(sc *simCell) {
-	ctx, cancel := context.WithCancel(context.Background())
-	sc.stop, sc.done = cancel, make(chan struct{})
-	go func() {
-		defer close(sc.done)
-		if err := sc.agent.Run(ctx); err != nil {
-			c.cfg.Logger.Error("cell agent failed", "cell", sc.id, "error", err)
-		}
-	}()
-}
-
-// appProgram is what every simulated instance runs.
-func (c *Cluster) appProgram(ctx context.Context, pc *isolationtest.ProcContext) int {
-	crashy := false
-	for _, e := range pc.Env {
-		if e == envCrashy+"=1" {
-			crashy = true
-		}
-	}
-	if !crashy {
-		<-ctx.Done()
-		return 0
-	}
-	select {
-	case <-ctx.Done():
-		return 0
-	case <-c.crashOn:
-	}
-	// Diego's crash rate: every 30–360 s.
-	c.rngMu.Lock()
-	after := 30*time.Second + time.Duration(c.rng.Int64N(int64(330*time.Second)))
-	c.rngMu.Unlock()
-	t := time.NewTimer(after)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return 0
-	case <-t.C:
-		return 1
-	}
 }
 
 // push desires n apps of the given instance count and returns their guids. crashy marks
@@ -442,51 +378,74 @@ func (c *Cluster) liveCells() []*simCell {
 	return out
 }
 
-// pickCells chooses fraction of the live cells, spread over the zones and classes.
+// pickCells chooses fraction of the live cells of every zone and class, so that the
+// cells left stay equal in number across zones (the auctioneer balances zones first).
 func (c *Cluster) pickCells(fraction float64) []*simCell {
-	live := c.liveCells()
-	n := int(float64(len(live))*fraction + 0.5)
-	if n == 0 && fraction > 0 && len(live) > 0 {
-		n = 1
+	groups := map[string][]*simCell{}
+	var keys []string
+	for _, sc := range c.liveCells() {
+		k := c.zoneOf(sc) + "/" + strconv.Itoa(sc.class)
+		if groups[k] == nil {
+			keys = append(keys, k)
+		}
+		groups[k] = append(groups[k], sc)
 	}
+	slices.Sort(keys)
+	var out []*simCell
 	c.rngMu.Lock()
-	c.rng.Shuffle(len(live), func(i, j int) { live[i], live[j] = live[j], live[i] })
-	c.rngMu.Unlock()
-	return live[:n]
+	defer c.rngMu.Unlock()
+	for _, k := range keys {
+		g := groups[k]
+		n := int(float64(len(g))*fraction + 0.5)
+		if n == 0 && fraction > 0 && len(out) == 0 && k == keys[len(keys)-1] {
+			n = 1
+		}
+		c.rng.Shuffle(len(g), func(i, j int) { g[i], g[j] = g[j], g[i] })
+		out = append(out, g[:n]...)
+	}
+	return out
+}
+
+// zoneOf is the zone a cell announces (see localHost.newCell).
+func (c *Cluster) zoneOf(sc *simCell) string {
+	i, _ := strconv.Atoi(strings.TrimPrefix(sc.id, "cell-"))
+	return fmt.Sprintf("z%d", i%c.cfg.Zones+1)
 }
 
 // kill ends cells as a machine failure would: the agent stops heartbeating at once and every
 // container dies with it.
-func (c *Cluster) kill(cells []*simCell) {
+func (c *Cluster) kill(ctx context.Context, cells []*simCell) error {
+	byHost := map[cellHost][]string{}
 	c.mu.Lock()
 	for _, sc := range cells {
 		sc.state = cellKilled
+		byHost[sc.host] = append(byHost[sc.host], sc.id)
 	}
 	c.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, sc := range cells {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sc.stop()
-			<-sc.done
-			ctx := context.Background()
-			conts, _ := sc.mem.List(ctx, nil)
-			for _, ct := range conts {
-				_ = sc.mem.Destroy(ctx, ct.Handle())
-			}
-			sc.agent.Close()
-		}()
+	errs := make(chan error, len(byHost))
+	for h, ids := range byHost {
+		go func() { errs <- h.kill(ctx, ids) }()
 	}
-	wg.Wait()
+	var all []error
+	for range byHost {
+		all = append(all, <-errs)
+	}
+	return errors.Join(all...)
 }
 
 // doubleRunning counts instances (process guid and index) with more than one running ORDINARY
 // container across the live cells, and EVACUATING containers still running.
-func (c *Cluster) doubleRunning() (doubles, evacuating int) {
+func (c *Cluster) doubleRunning(ctx context.Context) (doubles, evacuating int, err error) {
 	seen := map[string]int{}
-	for _, sc := range c.liveCells() {
-		for _, st := range sc.agent.Containers() {
+	c.mu.Lock()
+	hosts := slices.Clone(c.hosts)
+	c.mu.Unlock()
+	for _, h := range hosts {
+		conts, err := h.containers(ctx)
+		if err != nil {
+			return 0, 0, err
+		}
+		for _, st := range conts {
 			if st.Kind != agent.KindLRP || st.State != agent.StateRunning {
 				continue
 			}
@@ -494,7 +453,7 @@ func (c *Cluster) doubleRunning() (doubles, evacuating int) {
 				evacuating++
 				continue
 			}
-			seen[st.ProcessGuid+"/"+fmt.Sprint(st.Index)]++
+			seen[st.ProcessGuid+"/"+strconv.Itoa(int(st.Index))]++
 		}
 	}
 	for _, n := range seen {
@@ -502,7 +461,33 @@ func (c *Cluster) doubleRunning() (doubles, evacuating int) {
 			doubles++
 		}
 	}
-	return doubles, evacuating
+	return doubles, evacuating, nil
+}
+
+// latSnapshot returns the cumulative latencies of every caller, workers' cells included.
+func (c *Cluster) latSnapshot(ctx context.Context) window {
+	w := c.lat.mark()
+	c.mu.Lock()
+	hosts := slices.Clone(c.hosts)
+	c.mu.Unlock()
+	for _, h := range hosts {
+		if d, err := h.latencies(ctx); err == nil && d != nil {
+			w.merge(d)
+		}
+	}
+	return w
+}
+
+// crashOn starts the crashy apps' crashes on every host.
+func (c *Cluster) crashOn(ctx context.Context) error {
+	c.mu.Lock()
+	hosts := slices.Clone(c.hosts)
+	c.mu.Unlock()
+	var errs []error
+	for _, h := range hosts {
+		errs = append(errs, h.crashOn(ctx))
+	}
+	return errors.Join(errs...)
 }
 
 // desiredInstances is the number of instances the pushed apps ask for.
@@ -519,19 +504,15 @@ func (c *Cluster) desiredInstances() int {
 // Close stops everything and removes the data directory the simulator created.
 func (c *Cluster) Close() error {
 	c.mu.Lock()
-	cells := c.cells
+	hosts := c.hosts
+	c.hosts = nil
 	c.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, sc := range cells {
-		if sc.stop == nil {
-			continue
-		}
+	for _, h := range hosts {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sc.stop()
-			<-sc.done
-			sc.agent.Close()
+			h.close()
 		}()
 	}
 	wg.Wait()

@@ -67,6 +67,14 @@ type Config struct {
 	DataDir string
 	// EtcdEndpoints, when set, use an external etcd cluster instead of the embedded member.
 	EtcdEndpoints []string
+	// CellsPerWorker, when positive, runs the cells in worker processes of that many cells
+	// each (started with WorkerCommand), talking HTTP to the BBS; zero runs every cell in
+	// this process. An agent keeps each instance's log file open, so a process holds at most
+	// its open-file limit of instances.
+	CellsPerWorker int
+	// WorkerCommand starts one worker process: a program that calls RunWorker on its
+	// standard input and output.
+	WorkerCommand []string
 	// Seed makes the pushed mix and crash times reproducible.
 	Seed int64
 	// Logger receives the components' logs; nil discards them (they are voluminous at scale).
@@ -117,6 +125,10 @@ func (c Config) Validate() error {
 		return bad("presence ttl %v must be at least 1s (the BBS's minimum)", c.PresenceTTL)
 	case c.Transport != TransportHTTP && c.Transport != TransportInProcess:
 		return bad("transport %q must be %q or %q", c.Transport, TransportHTTP, TransportInProcess)
+	case c.CellsPerWorker > 0 && len(c.WorkerCommand) == 0:
+		return bad("cells per worker needs a worker command")
+	case c.CellsPerWorker > 0 && c.Transport != TransportHTTP:
+		return bad("cells in worker processes reach the BBS over %q only", TransportHTTP)
 	}
 	sum := 0.0
 	for i, cl := range c.Classes {

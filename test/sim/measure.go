@@ -140,26 +140,89 @@ func (l *latencies) mark() window {
 	return w
 }
 
-// since returns the latencies observed after w.
-func (l *latencies) since(w window) window {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := window{all: l.all.since(w.all), roles: map[string]*hist{}, methods: map[string]*hist{}}
-	for k, h := range l.roles {
-		base := w.roles[k]
-		if base == nil {
-			base = newHist()
+// minus returns the latencies observed after base.
+func (w window) minus(base window) window {
+	out := window{all: w.all.since(base.all), roles: map[string]*hist{}, methods: map[string]*hist{}}
+	for k, h := range w.roles {
+		b := base.roles[k]
+		if b == nil {
+			b = newHist()
 		}
-		out.roles[k] = h.since(base)
+		out.roles[k] = h.since(b)
 	}
-	for k, h := range l.methods {
-		base := w.methods[k]
-		if base == nil {
-			base = newHist()
+	for k, h := range w.methods {
+		b := base.methods[k]
+		if b == nil {
+			b = newHist()
 		}
-		out.methods[k] = h.since(base)
+		out.methods[k] = h.since(b)
 	}
 	return out
+}
+
+// histDump is a histogram as a worker process sends it: the non-empty buckets.
+type histDump struct {
+	Buckets map[int]int64 `json:"buckets"`
+	N       int64         `json:"n"`
+	Max     int64         `json:"max"`
+}
+
+// latDump is a worker's latencies.
+type latDump struct {
+	All     histDump            `json:"all"`
+	Roles   map[string]histDump `json:"roles"`
+	Methods map[string]histDump `json:"methods"`
+}
+
+func (h *hist) dump() histDump {
+	d := histDump{Buckets: map[int]int64{}, N: h.n.Load(), Max: h.max.Load()}
+	for b := range h.counts {
+		if n := h.counts[b].Load(); n != 0 {
+			d.Buckets[b] = n
+		}
+	}
+	return d
+}
+
+func (h *hist) addDump(d histDump) {
+	for b, n := range d.Buckets {
+		if b >= 0 && b < len(h.counts) {
+			h.counts[b].Add(n)
+		}
+	}
+	h.n.Add(d.N)
+	if d.Max > h.max.Load() {
+		h.max.Store(d.Max)
+	}
+}
+
+func (l *latencies) dump() *latDump {
+	w := l.mark()
+	d := &latDump{All: w.all.dump(), Roles: map[string]histDump{}, Methods: map[string]histDump{}}
+	for k, h := range w.roles {
+		d.Roles[k] = h.dump()
+	}
+	for k, h := range w.methods {
+		d.Methods[k] = h.dump()
+	}
+	return d
+}
+
+// merge adds a worker's latencies into w.
+func (w window) merge(d *latDump) {
+	w.all.addDump(d.All)
+	for k, hd := range d.Roles {
+		if w.roles[k] == nil {
+			w.roles[k] = newHist()
+		}
+		w.roles[k].addDump(hd)
+	}
+	for k, hd := range d.Methods {
+		if w.methods[k] == nil {
+			w.methods[k] = newHist()
+		}
+		w.methods[k].addDump(hd)
+	}
 }
 
 type roleHist struct {

@@ -305,3 +305,16 @@ func (o *observer) forget(guids []string) {
 	}
 	o.mu.Unlock()
 }
+
+// presentAmong counts the cells whose presence is in the BBS.
+func (o *observer) presentAmong(cells []*simCell) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := 0
+	for _, sc := range cells {
+		if o.cells[sc.id] {
+			n++
+		}
+	}
+	return n
+}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -32,6 +33,7 @@ func main() {
 		memProfile = flag.String("memprofile", "", "write a heap profile at the end of the fill here")
 		verbose    = flag.Bool("v", false, "log the components' warnings to stderr")
 		timeout    = flag.Duration("timeout", 10*time.Minute, "bound of each wait")
+		gcPercent  = flag.Int("gogc", 400, "GOGC of the simulator process")
 	)
 	flag.BoolVar(&cfg.Detail, "detail", false, "print the latency of each BBS method")
 	flag.IntVar(&cfg.Cells, "cells", cfg.Cells, "simulated cells")
@@ -43,12 +45,39 @@ func main() {
 	flag.IntVar(&fill.Writers, "writers", fill.Writers, "concurrent pushes")
 	flag.DurationVar(&churn.Duration, "churn", churn.Duration, "steady churn duration (0 skips the scenario)")
 	etcd := flag.String("etcd", "", "comma-separated endpoints of an external etcd (default: embedded)")
+	worker := flag.Bool("sim-worker", false, "serve as a worker process of a simulator (internal)")
+	flag.IntVar(&cfg.CellsPerWorker, "cells-per-worker", 0, "cells per worker process (0: every cell in this process; default: as many as the open-file limit allows)")
 	flag.Parse()
+	if *worker {
+		debug.SetGCPercent(*gcPercent)
+		if err := sim.RunWorker(context.Background(), os.Stdin, os.Stdout); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	if *etcd != "" {
 		cfg.EtcdEndpoints = strings.Split(*etcd, ",")
 	}
 	fill.Timeout = *timeout
-	runtime.MemProfileRate = 64 << 10 // finer heap attribution per component
+	// Each instance keeps its log file open in its agent: with more instances than the
+	// open-file limit allows, the cells run in worker processes.
+	if !flagSet("cells-per-worker") {
+		cfg.CellsPerWorker = cellsPerWorker(cfg, fill)
+	}
+	if cfg.CellsPerWorker > 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			log.Fatal(err)
+		}
+		cfg.WorkerCommand = []string{exe, "-sim-worker", "-gogc", fmt.Sprint(*gcPercent)}
+		cfg.Transport = sim.TransportHTTP
+	}
+	// Heap attribution per component samples one allocation per 256 KiB (the default 512 KiB
+	// is coarse for the brain's share; finer costs CPU in stack unwinding).
+	runtime.MemProfileRate = 256 << 10
+	// One process holds what a fleet spreads over many machines; collecting garbage at the
+	// default 100% growth costs more CPU than the components' own work here.
+	debug.SetGCPercent(*gcPercent)
 	if *verbose {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
@@ -124,6 +153,24 @@ func run(ctx context.Context, cfg sim.Config, fill sim.FillOptions, churn sim.Ch
 		return fmt.Errorf("correctness checks failed: %s", strings.Join(failures, "; "))
 	}
 	return nil
+}
+
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+// cellsPerWorker returns 0 when every instance's log fits in this process's open-file limit,
+// else how many cells a worker process takes (at most 60% of the limit in instances, with
+// room for the cells being refilled after a loss).
+func cellsPerWorker(cfg sim.Config, fill sim.FillOptions) int {
+	limit := sim.FileLimit()
+	perCell := float64(fill.Instances) / float64(cfg.Cells) * 1.5
+	if need := float64(fill.Instances) * 1.5; need+float64(64*cfg.Cells) < float64(limit)*0.8 {
+		return 0
+	}
+	return max(1, int(float64(limit)*0.6/perCell))
 }
 
 func print(r *sim.Result) {
