@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Runs the Windows tests of isolation_windows under wine: the process-mode (job object)
-# conformance subset, the process-tree test and the windows-only translation round trips.
+# Runs the Windows tests under wine: first the isolation_windows test binary (the process-mode
+# job object conformance subset, the process-tree and net-info tests and the windows-only
+# translation round trips), then the end-to-end tests of test/mixedfleet (a mixed fleet with
+# trellis.exe as a Windows cell, and the MSI installed, upgraded and removed under wine).
 #
-#   hack/wine-test.sh [extra go test flags for the test binary, e.g. -test.run=Conformance -test.v]
+#   hack/wine-test.sh [extra go test flags for the isolation_windows test binary, e.g.
+#                      -test.run=Conformance -test.v; given flags skip the end-to-end tests]
+#   TRELLIS_WINE_E2E=0 hack/wine-test.sh   # the isolation_windows tests only
+#   TRELLIS_WINE_E2E_RUN=MSI hack/wine-test.sh   # -run for the end-to-end tests
 #
 # Idempotent setup: installs wine64 and the mingw-w64 cross compiler with apt when missing
 # (apt-get update at most once), builds the bcryptprimitives.dll stand-in that Go >= 1.24
@@ -89,8 +94,11 @@ export TRELLIS_WINE=1
 
 # The untagged translation tests run on Linux (go test ./isolation_windows/...); under wine
 # only the tests that need Windows APIs run, unless flags choose otherwise.
+e2e=${TRELLIS_WINE_E2E:-1}
 if [ $# -eq 0 ]; then
   set -- -test.run='^(TestConformanceProcessMode|TestProcessTreeDiesWithContainer|TestDocumentsMatchHcsshimTypes|TestProcessModeNetInfo)$' -test.v
+else
+  e2e=0
 fi
 log "running the Windows tests under wine"
 start=$(date +%s)
@@ -98,4 +106,15 @@ status=0
 (cd "$repo/isolation_windows" && "$wine" "$test_exe" -test.timeout=5m "$@") || status=$?
 log "done in $(( $(date +%s) - start )) s, exit status $status"
 rm -rf "$work"
+
+# The end-to-end tests run on Linux and start trellis.exe (and msiexec) under this prefix.
+if [ "$e2e" != 0 ]; then
+  log "running the mixed-fleet and MSI end-to-end tests (test/mixedfleet)"
+  start=$(date +%s)
+  e2e_status=0
+  (cd "$repo" && TRELLIS_WINE_BIN="$wine" TRELLIS_WINESERVER="$wineserver" \
+    go test -count=1 -timeout 8m -v -run "${TRELLIS_WINE_E2E_RUN:-.}" ./test/mixedfleet/) || e2e_status=$?
+  log "end-to-end tests done in $(( $(date +%s) - start )) s, exit status $e2e_status"
+  [ $status -ne 0 ] || status=$e2e_status
+fi
 exit $status
