@@ -88,7 +88,7 @@ func TestMixedFleet(t *testing.T) {
 
 	for _, tc := range []struct {
 		guid, cell, want string
-		agent           *process
+		agent            *process
 	}{
 		{winGuid, winCell, "hello from a windows cell: instance", winAgent},
 		{linuxGuid, linuxCell, "hello from a linux cell", linuxAgent},
@@ -150,8 +150,8 @@ func windowsLRP(guid, droplet string) *models.DesiredLRP {
 	return &models.DesiredLRP{
 		ProcessGuid: guid, Domain: "mixedfleet", RootFS: "preloaded:windows2016", Instances: 2,
 		MemoryMB: 64, Ports: []uint32{8080},
-		Env: []models.EnvironmentVariable{{Name: "GREETING", Value: "hello from a windows cell"}},
-		Setup: &models.Action{Download: &models.DownloadAction{From: droplet, To: "/app", CacheKey: "hello-droplet-windows"}},
+		Env:    []models.EnvironmentVariable{{Name: "GREETING", Value: "hello from a windows cell"}},
+		Setup:  &models.Action{Download: &models.DownloadAction{From: droplet, To: "/app", CacheKey: "hello-droplet-windows"}},
 		Action: &models.Action{Run: &models.RunAction{Path: "/app/hello-app.exe"}},
 		CheckDefinition: &models.CheckDefinition{Checks: []models.Check{
 			{HTTP: &models.HTTPCheck{Port: 8080, Path: "/healthz", IntervalMs: 200, TimeoutMs: 1000}},
