@@ -10,14 +10,14 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/trellis-run/trellis/isolation"
@@ -63,7 +63,12 @@ type Backend struct {
 	images *imageLayers
 	disk   *diskDirs
 	net    *network.Network
-	netErr error // why bridge networking is unavailable, when net is nil
+	netErr error     // why bridge networking is unavailable, when net is nil
+	pool   *initPool // nil when Config.InitPoolSize is 0 or mounts do not propagate
+
+	// The seccomp profile BuildSpec puts in every config.json, compiled once for all inits.
+	seccompProfile *specs.LinuxSeccomp
+	seccompProgram []unix.SockFilter
 
 	mu       sync.Mutex
 	creating map[string]bool
@@ -119,6 +124,15 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Backend, error)
 		disk:     disk,
 		creating: map[string]bool{},
 	}
+	if b.seccompProgram, err = containerinit.CompileSeccomp(defaultSeccomp()); err != nil {
+		sealed.Close()
+		return nil, fmt.Errorf("isolation_linux: compiling the seccomp profile: %w", err)
+	}
+	b.seccompProfile = defaultSeccomp()
+	if b.pool, err = newInitPool(ctx, b, cfg.InitPoolSize); err != nil {
+		sealed.Close()
+		return nil, err
+	}
 	b.reacquireImages(ctx)
 	netCfg := cfg.Network
 	if netCfg.Logger == nil {
@@ -148,8 +162,11 @@ func checkTraversable(dir string) error {
 	}
 }
 
-// Close releases the sealed init binary and closes the image store. Containers keep running.
-func (b *Backend) Close() error { return errors.Join(b.images.close(), b.init.Close()) }
+// Close retires the pool of container inits, releases the sealed init binary and closes the
+// image store. Containers keep running.
+func (b *Backend) Close() error {
+	return errors.Join(b.pool.close(), b.images.close(), b.init.Close())
+}
 
 // UninstallNetwork removes what the backend's container network left on the host once no
 // container uses it: its bridge and its iptables chains (see network.Network.Uninstall). It is
@@ -327,7 +344,7 @@ func (b *Backend) create(ctx context.Context, cs isolation.ContainerSpec, src ro
 	if img != nil {
 		rec.ImageID, rec.Image = img.ID, imageConfig(img)
 	}
-	if err := b.startInit(ctx, dir, &rec, cgroup); err != nil {
+	if err := b.startInit(ctx, dir, &rec, cgroup, spec); err != nil {
 		return nil, err
 	}
 	if cs.Network != isolation.NetworkNone {
@@ -343,9 +360,11 @@ func (b *Backend) create(ctx context.Context, cs isolation.ContainerSpec, src ro
 	return &container{b: b, handle: cs.Handle, dir: dir, privileged: cs.Privileged}, nil
 }
 
-// startInit starts the container's init in new namespaces from the sealed binary, inside its
-// cgroup (cgroupstart_linux.go), pins its network namespace and waits for it to report ready.
-func (b *Backend) startInit(ctx context.Context, dir string, rec *containerRecord, cgroup *resources.Cgroup) error {
+// startInit gives the container an init in new namespaces from the sealed binary — one from
+// the pool when a fitting one waits there, else a fresh one — places it in its cgroup
+// (cgroupstart_linux.go), hands it the container (containerinit.StartMessage), pins its network
+// namespace and waits for it to report ready.
+func (b *Backend) startInit(ctx context.Context, dir string, rec *containerRecord, cgroup *resources.Cgroup, spec *specs.Spec) error {
 	sockPath := filepath.Join(dir, fileSocket)
 	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sockPath, Net: "unixpacket"})
 	if err != nil {
@@ -375,87 +394,52 @@ func (b *Backend) startInit(ctx context.Context, dir string, rec *containerRecor
 	if err != nil {
 		return err
 	}
+	defer logFile.Close()
 	syncR, syncW, err := os.Pipe()
 	if err != nil {
-		logFile.Close()
 		return err
 	}
 	defer syncR.Close()
-	// The init waits on startR until it is in its cgroup. Closing startW without writing
-	// (every early return below) makes it exit.
-	startR, startW, err := os.Pipe()
-	if err != nil {
-		logFile.Close()
-		syncW.Close()
-		return err
-	}
-	defer startW.Close()
+	defer syncW.Close()
 
-	flags := uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET)
-	attr := &syscall.SysProcAttr{Setsid: true}
-	if !rec.Privileged {
-		flags |= unix.CLONE_NEWUSER
-		m := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(b.cfg.UIDMapStart), Size: int(b.cfg.UIDMapSize)}}
-		attr.UidMappings, attr.GidMappings = m, m
-		attr.GidMappingsEnableSetgroups = true
-		attr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
+	// A pooled init was born in the backend's cgroups and is moved like any init on v1; a
+	// fresh one is born in the container's cgroup where the kernel can do that (v2).
+	si := b.pool.take(rec.Privileged, hostPaths(spec))
+	birth := &cgroupBirth{cg: cgroup}
+	if si == nil {
+		if birth, err = planCgroupBirth(cgroup); err != nil {
+			return fmt.Errorf("%w: starting init: %v", ErrInit, err)
+		}
+		si, err = b.spawnInit(rec.Privileged, birth, logFile, rec.Handle)
+		birth.close()
+		if err != nil {
+			return err
+		}
 	}
-	attr.Cloneflags = flags
-	cmd := &exec.Cmd{
-		Path:   "/proc/self/fd/" + strconv.Itoa(containerinit.FdBinary),
-		Args:   []string{containerinit.Argv0, rec.Handle},
-		Env:    []string{},
-		Dir:    "/",
-		Stdout: logFile,
-		Stderr: logFile,
-		// Positions 3.. in the child: sync, listener, config, processes, the sealed binary
-		// at containerinit.FdBinary (7), which the child executes by that number, and the
-		// start pipe at containerinit.FdStart (8).
-		ExtraFiles:  []*os.File{syncW, lf, cfgFile, procDir, b.init, startR},
-		SysProcAttr: attr,
-	}
-	if 3+4 != containerinit.FdBinary || 3+len(cmd.ExtraFiles)-1 != containerinit.FdStart {
-		panic("isolation_linux: init descriptor layout out of sync")
-	}
-	birth, err := planCgroupBirth(cgroup)
-	if err != nil {
-		logFile.Close()
-		syncW.Close()
-		startR.Close()
-		return fmt.Errorf("%w: starting init: %v", ErrInit, err)
-	}
-	birth.prepare(attr)
-	err = cmd.Start()
-	birth.close()
-	syncW.Close()
-	startR.Close()
-	if err != nil {
-		logFile.Close()
-		return fmt.Errorf("%w: starting init: %v", ErrInit, err)
-	}
-	// Reap the init when it ends (after Destroy); a later backend is not its parent and the
-	// host's init reaps it then.
-	go func() {
-		_ = cmd.Wait()
-		logFile.Close()
-	}()
-	pid := cmd.Process.Pid
-	rec.InitPid = pid
-	if rec.InitStart, err = processStartTime(pid); err != nil {
-		return fmt.Errorf("%w: reading init start time: %v", ErrInit, err)
-	}
+	// Closing the start socket before the StartMessage (every early return below) makes the
+	// init exit; after it, Create's undo kills the init recorded in state.json.
+	defer si.ctl.Close()
+	rec.InitPid, rec.InitStart = si.pid, si.start
 	if err := writeJSON(filepath.Join(dir, fileState), rec); err != nil {
-		_ = cmd.Process.Kill()
+		si.kill()
+		b.pool.claimed(si)
 		return err
 	}
-	if err := birth.place(pid); err != nil {
-		_ = cmd.Process.Kill()
+	b.pool.claimed(si)
+	if err := birth.place(si.pid); err != nil {
+		si.kill()
 		return fmt.Errorf("%w: moving init into its cgroup: %v", ErrInit, err)
 	}
-	if _, err := startW.Write([]byte{containerinit.StartByte}); err != nil {
-		return fmt.Errorf("%w: releasing init: %v; see %s", ErrInit, err, filepath.Join(dir, fileInitLog))
+	msg := containerinit.StartMessage{Handle: rec.Handle}
+	if spec.Linux != nil && spec.Linux.Seccomp != nil && reflect.DeepEqual(spec.Linux.Seccomp, b.seccompProfile) {
+		msg.Seccomp = b.seccompProgram
 	}
-	if err := bindNetNS(pid, filepath.Join(dir, fileNetNS)); err != nil {
+	if err := si.handOver(msg, syncW, lf, cfgFile, procDir, logFile); err != nil {
+		si.kill()
+		return err
+	}
+	syncW.Close()
+	if err := bindNetNS(si.pid, filepath.Join(dir, fileNetNS)); err != nil {
 		return err
 	}
 	return waitReady(ctx, syncR, b.cfg.StartTimeout, filepath.Join(dir, fileInitLog))

@@ -25,6 +25,8 @@ const (
 	DefaultUIDMapSize    = 65536
 	DefaultMaxContainers = 250
 	DefaultStartTimeout  = 10 * time.Second
+	DefaultInitPoolSize  = 2
+	maxInitPoolSize      = 64
 )
 
 // Config configures a Backend. Start from DefaultConfig and change what differs.
@@ -63,6 +65,12 @@ type Config struct {
 	MaxContainers uint64
 	// StartTimeout bounds how long Create waits for a container's init to be ready.
 	StartTimeout time.Duration
+	// InitPoolSize is how many container inits the backend keeps started ahead of Create,
+	// per flavour (unprivileged; privileged, from the first privileged Create on), so that a
+	// container start does not pay for the init's exec and runtime start. 0 disables the
+	// pool. The pool is also off when StateDir or DiskDir is not on a shared mount (see
+	// docs/isolation-linux.md).
+	InitPoolSize int
 }
 
 // DefaultConfig returns the configuration a cell uses unless told otherwise.
@@ -79,6 +87,7 @@ func DefaultConfig() Config {
 		Network:       network.DefaultConfig(),
 		MaxContainers: DefaultMaxContainers,
 		StartTimeout:  DefaultStartTimeout,
+		InitPoolSize:  DefaultInitPoolSize,
 	}
 }
 
@@ -124,6 +133,9 @@ func (c Config) Validate() error {
 	}
 	if c.StartTimeout <= 0 {
 		return fmt.Errorf("%w: Config.StartTimeout must be > 0", isolation.ErrInvalidSpec)
+	}
+	if c.InitPoolSize < 0 || c.InitPoolSize > maxInitPoolSize {
+		return fmt.Errorf("%w: Config.InitPoolSize %d must be between 0 and %d", isolation.ErrInvalidSpec, c.InitPoolSize, maxInitPoolSize)
 	}
 	if c.Images.Dir != "" {
 		ic := c.Images

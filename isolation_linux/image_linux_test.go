@@ -87,7 +87,10 @@ func TestImageRootFS(t *testing.T) {
 		t.Fatalf("a running container holds %d layers, want 3", u.Referenced)
 	}
 
-	// A restarted backend (a new agent) holds the running container's layers again.
+	// A restarted backend (a new agent) holds the running container's layers again. The old
+	// one goes away as a process would: its pool of inits too, whose forks (until they
+	// exec) share the image store's lock descriptor.
+	b.pool.close()
 	b.images.close()
 	b2 := newTestBackend(t, cfg)
 	if u := b2.images.store.Usage(); u.Referenced != 3 {

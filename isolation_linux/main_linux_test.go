@@ -44,6 +44,14 @@ func runTests(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	// As on a systemd host, mounts under the state and disk dirs propagate, so the pool of
+	// container inits is in use (initpool_linux.go).
+	unshare, err := ShareMount(base)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer unshare()
 	if err := BuildBusyboxStack(filepath.Join(base, "busybox"), ""); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -40,6 +40,11 @@ const ServiceName = "trellis-agent"
 // ConfigPath is where the MSI writes the agent's configuration, in MSI formatted syntax.
 const ConfigPath = `[CommonAppDataFolder]trellis\agent.yaml`
 
+// SavedConfigSuffix names the copy of the configuration an upgrade saves before the old
+// version is removed (ConfigPath + SavedConfigSuffix); `trellis agent configure` takes it
+// back (installer.UpgradeConfigSuffix, the same string).
+const SavedConfigSuffix = ".upgrade"
+
 // ServiceArguments is the command line the service control manager starts trellis.exe with.
 const ServiceArguments = `agent run --service --config "` + ConfigPath + `"`
 
@@ -148,6 +153,7 @@ type wxsData struct {
 	ConfigureCommand, ConfigureCondition           string
 	RecoveryCommand, PurgeCommand                  string
 	DrainCommand, DrainCondition                   string
+	SaveConfigCommand, SaveConfigCondition         string
 }
 
 // RenderWXS returns the WiX source for cfg. Errors: ErrInvalidConfig.
@@ -174,7 +180,11 @@ func RenderWXS(cfg Config) ([]byte, error) {
 	d.PropertyList = "Public properties: " + strings.Join(names, ", ")
 	d.ConfigureCommand = strings.Join(cmd, " ")
 	d.NotRemoving = `NOT REMOVE~="ALL"`
-	d.ConfigureCondition = d.NotRemoving + ` AND (` + strings.Join(names, " OR ") + `)`
+	// An upgrade configures even without properties: it takes back a configuration that the
+	// old version's removal deleted (see SaveAgentConfig in the template).
+	d.ConfigureCondition = d.NotRemoving + ` AND (` + strings.Join(names, " OR ") + ` OR WIX_UPGRADE_DETECTED)`
+	d.SaveConfigCommand = `/c copy /y "` + ConfigPath + `" "` + ConfigPath + SavedConfigSuffix + `"`
+	d.SaveConfigCondition = `WIX_UPGRADE_DETECTED AND NOT REMOVE~="ALL"`
 	d.PurgeCondition = `REMOVE~="ALL" AND NOT UPGRADINGPRODUCTCODE`
 	var buf bytes.Buffer
 	if err := wxsTemplate.Execute(&buf, d); err != nil {

@@ -171,7 +171,12 @@ func TestBuildTables(t *testing.T) {
 		{"CustomAction", "DrainAgent", map[int]string{1: "3154", 3: `agent stop --timeout 0 --config "[CommonAppDataFolder]trellis\agent.yaml"`}},
 		{"InstallExecuteSequence", "DrainAgent", map[int]string{1: "Installed OR WIX_UPGRADE_DETECTED", 2: "1899"}},
 		{"CustomAction", "PurgeAgent", map[int]string{1: "3154", 3: `agent purge --config "[CommonAppDataFolder]trellis\agent.yaml"`}},
-		{"InstallExecuteSequence", "ConfigureAgent", map[int]string{2: "4001"}},
+		{"InstallExecuteSequence", "ConfigureAgent", map[int]string{1: `NOT REMOVE~="ALL" AND (BBS_URL OR CELL_ID OR ZONE OR PLACEMENT_TAGS OR ROOTFS_PROVIDERS OR CA_FILE OR CERT_FILE OR KEY_FILE OR WIX_UPGRADE_DETECTED)`, 2: "4001"}},
+		// Immediate (no 1024), with wixl's no-impersonation flag (2048): 51 sets a property;
+		// 50 runs the exe the property names, +64 ignoring its exit code.
+		{"CustomAction", "SetSaveConfigCmd", map[int]string{1: "2099", 2: "TRELLIS_CMD", 3: `[SystemFolder]cmd.exe`}},
+		{"CustomAction", "SaveAgentConfig", map[int]string{1: "2162", 2: "TRELLIS_CMD", 3: `/c copy /y "[CommonAppDataFolder]trellis\agent.yaml" "[CommonAppDataFolder]trellis\agent.yaml.upgrade"`}},
+		{"InstallExecuteSequence", "SaveAgentConfig", map[int]string{1: `WIX_UPGRADE_DETECTED AND NOT REMOVE~="ALL"`, 2: "1391"}},
 		{"InstallExecuteSequence", "PurgeAgent", map[int]string{1: `REMOVE~="ALL" AND NOT UPGRADINGPRODUCTCODE`, 2: "2001"}},
 		{"InstallExecuteSequence", "SetAgentRecovery", map[int]string{2: "5801"}},
 		{"InstallExecuteSequence", "InstallFiles", map[int]string{2: "4000"}},
@@ -204,6 +209,7 @@ func TestBuildTables(t *testing.T) {
 	}
 	for _, o := range [][2]string{
 		{"DrainAgent", "StopServices"},
+		{"SetSaveConfigCmd", "SaveAgentConfig"}, {"SaveAgentConfig", "RemoveExistingProducts"},
 		{"DeleteServices", "PurgeAgent"}, {"PurgeAgent", "RemoveFiles"},
 		{"InstallFiles", "ConfigureAgent"}, {"ConfigureAgent", "StartServices"},
 		{"InstallServices", "SetAgentRecovery"}, {"SetAgentRecovery", "StartServices"},

@@ -50,36 +50,55 @@ func run(n int, cni, peers bool, initBin string) error {
 	if err := isolationlinux.BuildBusyboxStack(stack, ""); err != nil {
 		return err
 	}
-	cfg := isolationlinux.DefaultConfig()
-	cfg.StateDir = filepath.Join(base, "state")
-	cfg.LayerCacheDir = filepath.Join(base, "layers")
-	cfg.DiskDir = filepath.Join(base, "disk")
-	cfg.Stacks = map[string]string{"busybox": stack}
-	cfg.InitBinary = initBin
-	cfg.CgroupParent = fmt.Sprintf("trellis-bench-%d", os.Getpid())
-	cfg.Network.StateDir = filepath.Join(base, "net")
-	cfg.Network.BridgeName = fmt.Sprintf("trb%d", os.Getpid())
-	cfg.Network.NetworkName = fmt.Sprintf("trellis-bench-%d", os.Getpid())
-	cfg.Network.Subnet = fmt.Sprintf("10.%d.%d.0/24", 150+os.Getpid()%50, os.Getpid()%250)
-	ctx := context.Background()
-	b, err := isolationlinux.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	// The backend keeps its pool of started container inits only where the mounts under its
+	// directories propagate, as they do on a systemd host (/ is shared); make that so here.
+	unshare, err := isolationlinux.ShareMount(base)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err := b.UninstallNetwork(ctx); err != nil {
-			fmt.Fprintln(os.Stderr, "uninstall the bench network:", err)
+	defer unshare()
+	ctx := context.Background()
+	open := func(name string, poolSize int) (*isolationlinux.Backend, func(), error) {
+		cfg := isolationlinux.DefaultConfig()
+		cfg.StateDir = filepath.Join(base, name, "state")
+		cfg.LayerCacheDir = filepath.Join(base, "layers")
+		cfg.DiskDir = filepath.Join(base, name, "disk")
+		cfg.Stacks = map[string]string{"busybox": stack}
+		cfg.InitBinary = initBin
+		cfg.InitPoolSize = poolSize
+		cfg.CgroupParent = fmt.Sprintf("trellis-bench-%d-%s", os.Getpid(), name)
+		cfg.Network.StateDir = filepath.Join(base, "net")
+		cfg.Network.BridgeName = fmt.Sprintf("trb%d", os.Getpid())
+		cfg.Network.NetworkName = fmt.Sprintf("trellis-bench-%d", os.Getpid())
+		cfg.Network.Subnet = fmt.Sprintf("10.%d.%d.0/24", 150+os.Getpid()%50, os.Getpid()%250)
+		if err := os.MkdirAll(filepath.Join(base, name), 0o711); err != nil {
+			return nil, nil, err
 		}
-		b.Close()
-		for _, d := range []string{"/sys/fs/cgroup/" + cfg.CgroupParent} {
-			os.Remove(d)
+		b, err := isolationlinux.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			return nil, nil, err
 		}
-		if dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + cfg.CgroupParent); len(dirs) > 0 {
-			for _, d := range dirs {
+		return b, func() {
+			if err := b.UninstallNetwork(ctx); err != nil {
+				fmt.Fprintln(os.Stderr, "uninstall the bench network:", err)
+			}
+			b.Close()
+			dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + cfg.CgroupParent)
+			for _, d := range append(dirs, "/sys/fs/cgroup/"+cfg.CgroupParent) {
 				os.Remove(d)
 			}
-		}
-	}()
+		}, nil
+	}
+	b, closeB, err := open("pool", isolationlinux.DefaultInitPoolSize)
+	if err != nil {
+		return err
+	}
+	defer closeB()
+	cold, closeCold, err := open("nopool", 0)
+	if err != nil {
+		return err
+	}
+	defer closeCold()
 
 	bundle, err := makeBundle(base, stack)
 	if err != nil {
@@ -91,32 +110,38 @@ func run(n int, cni, peers bool, initBin string) error {
 	if err != nil {
 		return fmt.Errorf("trellis: %w", err)
 	}
-	report("trellis (userns, cgroup, overlay, seccomp)", trellis, nil)
-
+	noPool, err := measure(n, func(i int) error { return trellisOnce(ctx, cold, i, isolation.NetworkNone) })
+	if err != nil {
+		return fmt.Errorf("trellis without the init pool: %w", err)
+	}
+	var runc, crun []time.Duration
 	if !peers {
 		// Profiling trellis alone.
 	} else if _, err := exec.LookPath("runc"); err == nil {
-		runc, err := measure(n, func(i int) error {
+		if runc, err = measure(n, func(i int) error {
 			return quiet(exec.Command("runc", "run", "--bundle", bundle, fmt.Sprintf("bench-runc-%d-%d", os.Getpid(), i)))
-		})
-		if err != nil {
+		}); err != nil {
 			return fmt.Errorf("runc: %w", err)
 		}
-		report("runc run", runc, trellis)
 	} else {
 		fmt.Println("runc run: not installed")
 	}
-
 	if !peers {
 		// Profiling trellis alone.
 	} else if _, err := exec.LookPath("crun"); err == nil {
-		crun, err := crunTimes(n, bundle)
-		if err != nil {
+		if crun, err = crunTimes(n, bundle); err != nil {
 			return fmt.Errorf("crun: %w", err)
 		}
-		report("crun run", crun, trellis)
 	} else {
 		fmt.Println("crun run: not installed")
+	}
+	report(fmt.Sprintf("trellis (userns, cgroup, overlay, seccomp; init pool %d)", isolationlinux.DefaultInitPoolSize), trellis, crun)
+	report("trellis, init pool off", noPool, crun)
+	if runc != nil {
+		report("runc run", runc, crun)
+	}
+	if crun != nil {
+		report("crun run", crun, nil)
 	}
 
 	if cni {
@@ -124,7 +149,7 @@ func run(n int, cni, peers bool, initBin string) error {
 		if err != nil {
 			return fmt.Errorf("trellis with CNI: %w", err)
 		}
-		report("trellis + CNI bridge networking", withNet, nil)
+		report("trellis + CNI bridge networking (init pool on)", withNet, crun)
 	}
 	return nil
 }
@@ -272,14 +297,14 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%6.2f ms", float64(d)/float64(time.Millisecond)) }
 
-// report prints one line; against, when set, is trellis's own figures, printed as the ratio
-// trellis/peer (below 1 means trellis is faster).
+// report prints one line; against, when set, is crun's figures, printed as the ratio
+// line/crun (below 1 means the line is faster than crun).
 func report(name string, ds, against []time.Duration) {
 	p50, p95 := percentile(ds, 0.50), percentile(ds, 0.95)
-	line := fmt.Sprintf("  %-44s p50 %s  p95 %s", name, ms(p50), ms(p95))
+	line := fmt.Sprintf("  %-56s p50 %s  p95 %s", name, ms(p50), ms(p95))
 	if against != nil {
-		line += fmt.Sprintf("   trellis/%s p50 %.2fx p95 %.2fx", strings.Fields(name)[0],
-			float64(percentile(against, 0.50))/float64(p50), float64(percentile(against, 0.95))/float64(p95))
+		line += fmt.Sprintf("   /crun p50 %.2fx p95 %.2fx",
+			float64(p50)/float64(percentile(against, 0.50)), float64(p95)/float64(percentile(against, 0.95)))
 	}
 	fmt.Println(line)
 }

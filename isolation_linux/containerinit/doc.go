@@ -3,7 +3,9 @@
 //
 // The init is the trellis binary itself, executed by the backend as Argv0 from a sealed memory
 // copy, in new namespaces; it does nothing of its own until the backend, having placed it in
-// the container's cgroup, releases it on FdStart. It takes over from this
+// the container's cgroup, sends it the container on FdStart (a StartMessage with the
+// container's descriptors). The backend may execute inits ahead of their containers and keep
+// them waiting there (its pool of inits); an init serves one container. It takes over from this
 // package's init function, before the rest of the program initialises (see init in
 // init_linux.go), so its imports are deliberately few: the standard library's lower layers,
 // x/sys/unix, the runtime-spec types and package isolation. Do not import packages that pull

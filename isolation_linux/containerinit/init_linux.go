@@ -64,10 +64,15 @@ func (l logger) Warn(msg string, kv ...any)  { l.log("WARN", msg, kv...) }
 // or its socket is gone. The backend starts the init as Argv0 with the descriptors Fd*.
 func Main() int {
 	log := logger{handle: argOr(1, "?")}
-	if err := awaitStart(); err != nil {
-		log.Error("not released by the backend", "err", err)
+	start, err := awaitStart()
+	if errors.Is(err, errNotStarted) {
+		return 0
+	}
+	if err != nil {
+		log.Error("not started by the backend", "err", err)
 		return 1
 	}
+	log.handle = start.Handle
 	// Every inherited descriptor is close-on-exec from here on; the ones the init keeps are
 	// used by number, and none reaches a container process.
 	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
@@ -97,9 +102,11 @@ func Main() int {
 	}
 	var filter []unix.SockFilter
 	if spec.Linux.Seccomp != nil {
-		var err error
-		if filter, err = CompileSeccomp(spec.Linux.Seccomp); err != nil {
-			return fail(err)
+		filter = start.Seccomp
+		if len(filter) == 0 {
+			if filter, err = CompileSeccomp(spec.Linux.Seccomp); err != nil {
+				return fail(err)
+			}
 		}
 	}
 	s := &initServer{
@@ -146,25 +153,6 @@ func Main() int {
 	syncPipe.Close()
 	s.serve(l)
 	return 0
-}
-
-// awaitStart blocks until the backend releases the init on FdStart. On a cgroup v1 host the
-// init is started in the backend's own cgroups and moved into the container's while it waits
-// here, so that what it allocates is charged to the container from its first own step;
-// whatever it touched before (the Go runtime's start) stays charged to the backend until it
-// exits.
-func awaitStart() error {
-	start := os.NewFile(FdStart, "start")
-	defer start.Close()
-	var b [1]byte
-	n, err := start.Read(b[:])
-	if n == 1 && b[0] == StartByte {
-		return nil
-	}
-	if err == nil || err == io.EOF {
-		return fmt.Errorf("start pipe: got %q, want %q", b[:n], StartByte)
-	}
-	return fmt.Errorf("start pipe: %w", err)
 }
 
 func argOr(i int, def string) string {

@@ -10,22 +10,25 @@ import (
 // Argv0 is the argv[0] under which the backend executes its binary as a container's init.
 const Argv0 = "trellis-container-init"
 
-// File descriptors the backend hands to the init (exec.Cmd.ExtraFiles order). The init's
-// argv[1] is the container's handle, used only in its log.
+// File descriptors of the init. Only FdBinary and FdStart are set when the init is executed
+// (3 to 6 hold /dev/null until then); the others arrive with the StartMessage on FdStart,
+// which the init moves to these numbers. The init's argv[1] names it in its log: the
+// container's handle, or "pool" for an init started ahead of its container.
 const (
 	FdSync      = 3 // write end of a pipe: one JSON line, a SyncMessage
 	FdListener  = 4 // the listening seqpacket socket <state>/init.sock
 	FdConfig    = 5 // config.json, read-only
 	FdProcesses = 6 // <state>/processes, where the init records exit codes
 	FdBinary    = 7 // the sealed init binary, which the backend executes by this number
-	// FdStart is the read end of a pipe on which the backend releases the init, once the
-	// init is in its cgroups, by writing StartByte. The init does nothing of its own before
-	// that; anything else (EOF: the backend failed or died) makes it exit.
+	// FdStart is the init's end of a seqpacket socket pair on which the backend, once the
+	// init is in its container's cgroups, sends the StartMessage. The init does nothing of
+	// its own before that; end of file (the backend failed, closed or died) makes it exit.
 	FdStart = 8
 )
 
-// StartByte is what the backend writes on FdStart to release the init.
-const StartByte = 'g'
+// StartFiles is the number of descriptors attached to the StartMessage: sync, listener,
+// config, processes (moved to FdSync..FdProcesses) and the init's log (moved to 1 and 2).
+const StartFiles = 5
 
 // AnnotationOverlay is the config.json annotation holding the overlay mount options
 // (lowerdir, upperdir, workdir) of the root filesystem, which the OCI spec has no field for:

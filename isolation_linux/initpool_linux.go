@@ -1,0 +1,564 @@
+package isolationlinux
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/trellis-run/trellis/isolation_linux/containerinit"
+)
+
+// The pool of container inits. Starting an init costs an execve of the (large) trellis
+// binary, the Go runtime's start and its package initialisation, and the clone into fresh
+// namespaces: a few milliseconds that do not depend on the container. The pool keeps
+// Config.InitPoolSize inits per flavour (unprivileged, with the backend's uid map;
+// privileged) that have done exactly that and wait on their start socket, having done
+// nothing of their own. Create takes one, moves it into the container's cgroup, and sends it
+// the StartMessage; from there it is an init like any other (docs/isolation-linux.md). A
+// pooled init serves one container and dies with it.
+//
+// What a pooled init holds while it waits: its own new namespaces, nothing of a container.
+// It lives in the backend's cgroups (on every cgroup version: there is no container cgroup
+// yet), so its runtime's start is charged to the backend. Its mount namespace is a copy of the
+// host's taken at its birth; so that it sees the mounts the backend makes later (a container's
+// disk volume under DiskDir, the netns bind mounts under StateDir) and lets go of those the
+// backend unmounts, the pool is used only when StateDir and DiskDir are on shared mounts
+// (mount propagation, the default on systemd hosts), and Create checks that every host path
+// the init will mount by name is, in the pooled init's view, the same inode as in the
+// backend's, falling back to a freshly started init otherwise.
+//
+// Lifetime: a pooled init exits when its start socket reads end of file, i.e. when the
+// backend retires it, closes, or dies; Close also kills and reaps them. Each pool records its
+// inits (pid and start time) in <StateDir>/@pool/<id>/, a directory the backend holds a lock
+// on; New kills what a dead backend's pool left and removes its directory. "@" is not allowed
+// in handles, so the pool is never taken for a container (List, Lookup, Capacity).
+
+const dirPool = "@pool"
+
+// startedInit is an init that was executed and waits for its StartMessage.
+type startedInit struct {
+	privileged bool
+	pid        int
+	start      uint64        // /proc/<pid>/stat starttime
+	ctl        *os.File      // the backend's end of the start socket
+	exited     chan struct{} // closed once the init is reaped
+	record     string        // the pool's record of it; "" once it is no longer pooled
+}
+
+// spawnInit executes the sealed init binary in new namespaces (user namespace with the
+// backend's uid map unless privileged), with log as its stdout and stderr until started.
+// birth, when set, makes the kernel create it in a container's cgroup (cgroup v2).
+func (b *Backend) spawnInit(privileged bool, birth *cgroupBirth, log *os.File, label string) (*startedInit, error) {
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%w: start socket: %v", ErrInit, err)
+	}
+	ours, theirs := os.NewFile(uintptr(pair[0]), "init-start"), os.NewFile(uintptr(pair[1]), "init-start")
+	defer theirs.Close()
+	devNull, err := os.Open(os.DevNull)
+	if err != nil {
+		ours.Close()
+		return nil, err
+	}
+	defer devNull.Close()
+
+	flags := uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET)
+	attr := &syscall.SysProcAttr{Setsid: true}
+	if !privileged {
+		flags |= unix.CLONE_NEWUSER
+		m := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(b.cfg.UIDMapStart), Size: int(b.cfg.UIDMapSize)}}
+		attr.UidMappings, attr.GidMappings = m, m
+		attr.GidMappingsEnableSetgroups = true
+		attr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
+	}
+	attr.Cloneflags = flags
+	if birth != nil {
+		birth.prepare(attr)
+	}
+	cmd := &exec.Cmd{
+		Path:   "/proc/self/fd/" + strconv.Itoa(containerinit.FdBinary),
+		Args:   []string{containerinit.Argv0, label},
+		Env:    []string{},
+		Dir:    "/",
+		Stdout: log,
+		Stderr: log,
+		// Positions 3..6 hold /dev/null until the StartMessage brings the real descriptors;
+		// the sealed binary is at containerinit.FdBinary (7), which the child executes by
+		// that number, and the start socket at containerinit.FdStart (8).
+		ExtraFiles:  []*os.File{devNull, devNull, devNull, devNull, b.init, theirs},
+		SysProcAttr: attr,
+	}
+	if 3+4 != containerinit.FdBinary || 3+len(cmd.ExtraFiles)-1 != containerinit.FdStart {
+		panic("isolation_linux: init descriptor layout out of sync")
+	}
+	if err := cmd.Start(); err != nil {
+		ours.Close()
+		return nil, fmt.Errorf("%w: starting init: %v", ErrInit, err)
+	}
+	si := &startedInit{privileged: privileged, pid: cmd.Process.Pid, ctl: ours, exited: make(chan struct{})}
+	// Reap the init when it ends (retired, or after Destroy); a later backend is not its
+	// parent and the host's init reaps it then.
+	go func() {
+		_ = cmd.Wait()
+		close(si.exited)
+	}()
+	if si.start, err = processStartTime(si.pid); err != nil {
+		si.kill()
+		return nil, fmt.Errorf("%w: reading init start time: %v", ErrInit, err)
+	}
+	return si, nil
+}
+
+// kill ends an init that was not started (or whose start failed) and waits until it is
+// reaped, bounded.
+func (si *startedInit) kill() {
+	si.ctl.Close()
+	if si.start != 0 {
+		killAndWait(si.pid, si.start, 5*time.Second)
+	} else {
+		_ = syscall.Kill(si.pid, syscall.SIGKILL)
+	}
+	select {
+	case <-si.exited:
+	case <-time.After(5 * time.Second):
+	}
+}
+
+func (si *startedInit) alive() bool {
+	select {
+	case <-si.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// handOver sends the init its StartMessage with the descriptors it needs (see
+// containerinit.StartFiles for the order).
+func (si *startedInit) handOver(msg containerinit.StartMessage, files ...*os.File) error {
+	if len(files) != containerinit.StartFiles {
+		panic("isolation_linux: start descriptors out of sync")
+	}
+	b, err := json.Marshal(msg)
+	if err != nil {
+		return err
+	}
+	fds := make([]int, len(files))
+	for i, f := range files {
+		fds[i] = int(f.Fd())
+	}
+	err = unix.Sendmsg(int(si.ctl.Fd()), b, unix.UnixRights(fds...), nil, 0)
+	for _, f := range files {
+		runtime.KeepAlive(f)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: starting init: %v", ErrInit, err)
+	}
+	return nil
+}
+
+// initPool keeps started inits per flavour; see the comment at the top of this file.
+type initPool struct {
+	b    *Backend
+	log  *slog.Logger
+	size int
+	dir  string   // <StateDir>/@pool/<id>
+	lock *os.File // dir, flock'ed while this backend lives
+	out  *os.File // the pooled inits' log until they are started: dir/init.log
+
+	mu     sync.Mutex
+	idle   map[bool][]*startedInit // by privileged
+	wanted map[bool]bool           // flavours Create asked for
+	closed bool
+
+	wake      chan struct{}
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+// newInitPool removes what pools of dead backends left and starts this backend's pool.
+// It returns nil (no pool) when size is 0 or when the backend's directories are not on
+// shared mounts, saying why in the log.
+func newInitPool(ctx context.Context, b *Backend, size int) (*initPool, error) {
+	base := filepath.Join(b.cfg.StateDir, dirPool)
+	if err := os.MkdirAll(base, 0o700); err != nil {
+		return nil, fmt.Errorf("isolation_linux: pool dir: %w", err)
+	}
+	reapStalePools(ctx, base, b.log)
+	if size == 0 {
+		return nil, nil
+	}
+	for _, d := range []string{b.cfg.StateDir, b.cfg.DiskDir} {
+		shared, err := onSharedMount(d)
+		if err != nil {
+			return nil, fmt.Errorf("isolation_linux: checking mount propagation of %s: %w", d, err)
+		}
+		if !shared {
+			b.log.WarnContext(ctx, "container init pool disabled: a pooled init would not see mounts the backend makes later, nor let go of those it removes; make the mount shared (mount --make-rshared) to enable it", "dir", d)
+			return nil, nil
+		}
+	}
+	dir, err := os.MkdirTemp(base, fmt.Sprintf("%d-", os.Getpid()))
+	if err != nil {
+		return nil, fmt.Errorf("isolation_linux: pool dir: %w", err)
+	}
+	lock, err := os.Open(dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("isolation_linux: pool dir: %w", err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("isolation_linux: locking pool dir %s: %w", dir, err)
+	}
+	out, err := os.OpenFile(filepath.Join(dir, fileInitLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		lock.Close()
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("isolation_linux: pool log: %w", err)
+	}
+	p := &initPool{
+		b: b, log: b.log, size: size, dir: dir, lock: lock, out: out,
+		idle:   map[bool][]*startedInit{},
+		wanted: map[bool]bool{false: true},
+		wake:   make(chan struct{}, 1),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	go p.refill()
+	return p, nil
+}
+
+// take returns a pooled init of the flavour whose view of every path in paths is the
+// backend's, or nil. It no longer belongs to the pool: the caller starts or kills it. A
+// pooled init whose view differs is retired, since the inits started after it see more.
+func (p *initPool) take(privileged bool, paths []string) *startedInit {
+	if p == nil {
+		return nil
+	}
+	var retire []*startedInit
+	defer func() {
+		for _, si := range retire {
+			p.retire(si)
+		}
+		p.kick()
+	}()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.wanted[privileged] = true
+	for len(p.idle[privileged]) > 0 {
+		q := p.idle[privileged]
+		si := q[0]
+		p.idle[privileged] = q[1:]
+		if !si.alive() {
+			retire = append(retire, si)
+			continue
+		}
+		if err := sameView(si.pid, paths); err != nil {
+			p.log.Info("pooled container init does not see the host paths of this container; starting a fresh one", "err", err)
+			retire = append(retire, si)
+			continue
+		}
+		return si
+	}
+	return nil
+}
+
+// claimed drops the pool's record of an init that is now a container's (its pid and start
+// time are in state.json).
+func (p *initPool) claimed(si *startedInit) {
+	if p == nil || si.record == "" {
+		return
+	}
+	if err := os.Remove(si.record); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		p.log.Warn("removing a pooled init's record", "path", si.record, "err", err)
+	}
+	si.record = ""
+}
+
+func (p *initPool) retire(si *startedInit) {
+	si.kill()
+	p.claimed(si)
+}
+
+func (p *initPool) kick() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// refill keeps size inits of every wanted flavour, until close.
+func (p *initPool) refill() {
+	defer close(p.done)
+	for {
+		p.mu.Lock()
+		closed, privileged, need := p.closed, false, false
+		for _, priv := range []bool{false, true} {
+			if p.wanted[priv] && len(p.idle[priv]) < p.size {
+				privileged, need = priv, true
+				break
+			}
+		}
+		p.mu.Unlock()
+		if closed {
+			return
+		}
+		if !need {
+			select {
+			case <-p.wake:
+			case <-p.stop:
+				return
+			}
+			continue
+		}
+		si, err := p.add(privileged)
+		if err != nil {
+			p.log.Warn("starting a pooled container init", "privileged", privileged, "err", err)
+			select {
+			case <-time.After(time.Second):
+			case <-p.stop:
+				return
+			}
+			continue
+		}
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			p.retire(si)
+			return
+		}
+		p.idle[privileged] = append(p.idle[privileged], si)
+		p.mu.Unlock()
+	}
+}
+
+func (p *initPool) add(privileged bool) (*startedInit, error) {
+	si, err := p.b.spawnInit(privileged, nil, p.out, "pool")
+	if err != nil {
+		return nil, err
+	}
+	si.record = filepath.Join(p.dir, fmt.Sprintf("%d-%d", si.pid, si.start))
+	if err := os.WriteFile(si.record, nil, 0o600); err != nil {
+		si.record = ""
+		si.kill()
+		return nil, fmt.Errorf("recording a pooled init: %w", err)
+	}
+	return si, nil
+}
+
+// close retires every pooled init and removes the pool's directory. Idempotent.
+func (p *initPool) close() error {
+	if p == nil {
+		return nil
+	}
+	var err error
+	p.closeOnce.Do(func() {
+		p.mu.Lock()
+		p.closed = true
+		var all []*startedInit
+		for _, q := range p.idle {
+			all = append(all, q...)
+		}
+		p.idle = nil
+		p.mu.Unlock()
+		close(p.stop)
+		<-p.done
+		for _, si := range all {
+			p.retire(si)
+		}
+		p.out.Close()
+		err = os.RemoveAll(p.dir)
+		p.lock.Close()
+	})
+	return err
+}
+
+// reapStalePools kills the inits recorded by pools whose backend is gone (their directory's
+// lock is free) and removes those directories. Such inits normally exited already, when their
+// start socket closed with the backend.
+func reapStalePools(ctx context.Context, base string, log *slog.Logger) {
+	entries, err := os.ReadDir(base)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		dir := filepath.Join(base, e.Name())
+		f, err := os.Open(dir)
+		if err != nil {
+			continue
+		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			f.Close() // a live backend's pool
+			continue
+		}
+		records, _ := os.ReadDir(dir)
+		for _, r := range records {
+			pidStr, startStr, ok := strings.Cut(r.Name(), "-")
+			if !ok {
+				continue
+			}
+			pid, err1 := strconv.Atoi(pidStr)
+			start, err2 := strconv.ParseUint(startStr, 10, 64)
+			if err1 != nil || err2 != nil || pid <= 0 {
+				continue
+			}
+			killAndWait(pid, start, 5*time.Second)
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			log.WarnContext(ctx, "removing a dead backend's init pool", "dir", dir, "err", err)
+		}
+		f.Close()
+	}
+}
+
+// onSharedMount reports whether the mount holding path propagates mount events (it is in a
+// shared peer group), from /proc/self/mountinfo.
+func onSharedMount(path string) (bool, error) {
+	target, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return false, err
+	}
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	best, shared := "", false
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		// id parent major:minor root mountpoint options [optional fields...] - fstype ...
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 7 {
+			continue
+		}
+		mp := unescapeMountinfo(fields[4])
+		if !(target == mp || mp == "/" || strings.HasPrefix(target, mp+"/")) || len(mp) < len(best) {
+			continue
+		}
+		best, shared = mp, false
+		for _, opt := range fields[6:] {
+			if opt == "-" {
+				break
+			}
+			if strings.HasPrefix(opt, "shared:") {
+				shared = true
+			}
+		}
+	}
+	return shared, sc.Err()
+}
+
+// unescapeMountinfo undoes mountinfo's octal escapes (\040 for a space and the like).
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// hostPaths lists the host paths the init resolves by name in its own mount namespace: the
+// overlay's layers, upper and work directories, the rootfs mount point and bind sources.
+func hostPaths(spec *specs.Spec) []string {
+	var out []string
+	for _, opt := range strings.Split(spec.Annotations[annotationOverlay], ",") {
+		k, v, _ := strings.Cut(opt, "=")
+		switch k {
+		case "lowerdir":
+			out = append(out, strings.Split(v, ":")...)
+		case "upperdir", "workdir":
+			out = append(out, v)
+		}
+	}
+	if spec.Root != nil {
+		out = append(out, spec.Root.Path)
+	}
+	for _, m := range spec.Mounts {
+		if m.Type == "bind" && filepath.IsAbs(m.Source) {
+			out = append(out, m.Source)
+		}
+	}
+	return out
+}
+
+// sameView checks that each path is the same file (device and inode) for the process pid, in
+// its mount namespace and from its root — resolved as its own lookups resolve it, symlinks
+// included — as for the backend.
+func sameView(pid int, paths []string) error {
+	root, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("opening the init's root: %w", err)
+	}
+	defer unix.Close(root)
+	for _, p := range paths {
+		var host, theirs unix.Stat_t
+		if err := unix.Stat(p, &host); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		fd, err := unix.Openat2(root, p, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT})
+		if err != nil {
+			return fmt.Errorf("%s in the init's mount namespace: %w", p, err)
+		}
+		err = unix.Fstat(fd, &theirs)
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("%s in the init's mount namespace: %w", p, err)
+		}
+		if host.Dev != theirs.Dev || host.Ino != theirs.Ino {
+			return fmt.Errorf("%s is another file in the init's mount namespace", p)
+		}
+	}
+	return nil
+}
+
+// ShareMount bind-mounts dir on itself and makes the mount shared, so that mounts made under
+// it propagate into mount namespaces copied from the host, as they do on a host whose root is
+// shared (systemd's default). It is for hosts, tests and benchmarks whose root mount is
+// private; undo detaches the bind mount again.
+// Errors: dir does not exist, or the kernel refused a mount.
+func ShareMount(dir string) (undo func() error, err error) {
+	if err := unix.Mount(dir, dir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return nil, fmt.Errorf("bind-mounting %s on itself: %w", dir, err)
+	}
+	undo = func() error {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			return fmt.Errorf("unmounting %s: %w", dir, err)
+		}
+		return nil
+	}
+	if err := unix.Mount("", dir, "", unix.MS_SHARED|unix.MS_REC, ""); err != nil {
+		_ = undo()
+		return nil, fmt.Errorf("making %s a shared mount: %w", dir, err)
+	}
+	return undo, nil
+}
