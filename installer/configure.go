@@ -241,10 +241,11 @@ func Purge(ctx context.Context, path string) error {
 			return fmt.Errorf("installer: purge %s: %w", dataDir, err)
 		}
 	}
-	for _, p := range []string{path, path + UpgradeConfigSuffix} {
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("installer: purge %s: %w", p, err)
-		}
+	// The upgrade's saved copy (path + UpgradeConfigSuffix) is left alone: under installers
+	// that remove the old version as a plain uninstall, this purge runs in the middle of an
+	// upgrade, and the copy is what the new version's configure takes back.
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("installer: purge %s: %w", path, err)
 	}
 	if entries, err := os.ReadDir(dir); err == nil && len(entries) == 0 {
 		if err := os.Remove(dir); err != nil {

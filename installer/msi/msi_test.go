@@ -174,7 +174,7 @@ func TestBuildTables(t *testing.T) {
 		{"InstallExecuteSequence", "ConfigureAgent", map[int]string{1: `NOT REMOVE~="ALL" AND (BBS_URL OR CELL_ID OR ZONE OR PLACEMENT_TAGS OR ROOTFS_PROVIDERS OR CA_FILE OR CERT_FILE OR KEY_FILE OR WIX_UPGRADE_DETECTED)`, 2: "4001"}},
 		// Immediate (no 1024), with wixl's no-impersonation flag (2048): 51 sets a property;
 		// 50 runs the exe the property names, +64 ignoring its exit code.
-		{"CustomAction", "SetSaveConfigCmd", map[int]string{1: "2099", 2: "TRELLIS_CMD", 3: `[SystemFolder]cmd.exe`}},
+		{"CustomAction", "SetSaveConfigCmd", map[int]string{1: "2099", 2: "TRELLIS_CMD", 3: `[System64Folder]cmd.exe`}},
 		{"CustomAction", "SaveAgentConfig", map[int]string{1: "2162", 2: "TRELLIS_CMD", 3: `/c copy /y "[CommonAppDataFolder]trellis\agent.yaml" "[CommonAppDataFolder]trellis\agent.yaml.upgrade"`}},
 		{"InstallExecuteSequence", "SaveAgentConfig", map[int]string{1: `WIX_UPGRADE_DETECTED AND NOT REMOVE~="ALL"`, 2: "1391"}},
 		{"InstallExecuteSequence", "PurgeAgent", map[int]string{1: `REMOVE~="ALL" AND NOT UPGRADINGPRODUCTCODE`, 2: "2001"}},
