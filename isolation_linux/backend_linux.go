@@ -68,7 +68,7 @@ type Backend struct {
 
 	// The seccomp profile BuildSpec puts in every config.json, compiled once for all inits.
 	seccompProfile *specs.LinuxSeccomp
-	seccompProgram []unix.SockFilter
+	seccompProgram []byte // containerinit.EncodeSeccomp
 
 	mu       sync.Mutex
 	creating map[string]bool
@@ -124,10 +124,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Backend, error)
 		disk:     disk,
 		creating: map[string]bool{},
 	}
-	if b.seccompProgram, err = containerinit.CompileSeccomp(defaultSeccomp()); err != nil {
+	prog, err := containerinit.CompileSeccomp(defaultSeccomp())
+	if err != nil {
 		sealed.Close()
 		return nil, fmt.Errorf("isolation_linux: compiling the seccomp profile: %w", err)
 	}
+	b.seccompProgram = containerinit.EncodeSeccomp(prog)
 	b.seccompProfile = defaultSeccomp()
 	if b.pool, err = newInitPool(ctx, b, cfg.InitPoolSize); err != nil {
 		sealed.Close()

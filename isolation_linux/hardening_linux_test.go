@@ -43,6 +43,9 @@ func TestHardening(t *testing.T) {
 				{"read-only bind mount", "", `echo x > /ro/f 2>/dev/null && echo wrote || echo refused; cat /ro/f`, "refused\nhost"},
 				{"cannot mount", "", `mount -t tmpfs t /mnt 2>/dev/null && echo mounted || echo refused`, "refused\n"},
 				{"cannot unshare", "", `unshare -m true 2>/dev/null && echo ran || echo refused`, "refused\n"},
+				// Only the seccomp filter stops this one (a user namespace needs no capability):
+				// it proves the program the init loaded is the profile's.
+				{"cannot make a user namespace", "", `unshare -U true 2>/dev/null && echo ran || echo refused`, "refused\n"},
 				{"masked files read empty", "", `for f in /proc/kcore /proc/keys /proc/timer_list /proc/sched_debug; do [ ! -e $f ] || [ "$(wc -c <$f)" = 0 ] || echo "$f readable"; done; echo checked`, "checked\n"},
 				{"firmware masked", "", `ls /sys/firmware | wc -l`, "0\n"},
 				{"proc/sys read-only", "", `echo 1 >/proc/sys/kernel/ctrl-alt-del 2>/dev/null && echo wrote || echo refused`, "refused\n"},

@@ -102,11 +102,13 @@ func Main() int {
 	}
 	var filter []unix.SockFilter
 	if spec.Linux.Seccomp != nil {
-		filter = start.Seccomp
-		if len(filter) == 0 {
-			if filter, err = CompileSeccomp(spec.Linux.Seccomp); err != nil {
-				return fail(err)
-			}
+		if len(start.Seccomp) > 0 {
+			filter, err = decodeSeccomp(start.Seccomp)
+		} else {
+			filter, err = CompileSeccomp(spec.Linux.Seccomp)
+		}
+		if err != nil {
+			return fail(err)
 		}
 	}
 	s := &initServer{

@@ -1,9 +1,11 @@
 package containerinit
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -15,10 +17,35 @@ import (
 type StartMessage struct {
 	// Handle names the container in the init's log.
 	Handle string `json:"handle"`
-	// Seccomp is config.json's linux.seccomp compiled by CompileSeccomp, which the backend
-	// does once per profile rather than every init once per container. Empty means the init
+	// Seccomp is config.json's linux.seccomp compiled by CompileSeccomp and encoded by
+	// EncodeSeccomp, which the backend does once per profile rather than every init once per
+	// container (raw instructions: no per-instruction decoding either). Empty means the init
 	// compiles linux.seccomp itself.
-	Seccomp []unix.SockFilter `json:"seccomp,omitempty"`
+	Seccomp []byte `json:"seccomp,omitempty"`
+}
+
+// sockFilterSize is the size of one classic BPF instruction, struct sock_filter.
+const sockFilterSize = int(unsafe.Sizeof(unix.SockFilter{}))
+
+// EncodeSeccomp turns a program into StartMessage.Seccomp: its instructions' bytes in the
+// native layout.
+func EncodeSeccomp(prog []unix.SockFilter) []byte {
+	if len(prog) == 0 {
+		return nil
+	}
+	return bytes.Clone(unsafe.Slice((*byte)(unsafe.Pointer(&prog[0])), len(prog)*sockFilterSize))
+}
+
+// decodeSeccomp is the inverse of EncodeSeccomp.
+func decodeSeccomp(b []byte) ([]unix.SockFilter, error) {
+	if len(b)%sockFilterSize != 0 || len(b)/sockFilterSize > 0xffff {
+		return nil, fmt.Errorf("start message: seccomp program of %d bytes is not a whole number of at most 65535 instructions", len(b))
+	}
+	prog := make([]unix.SockFilter, len(b)/sockFilterSize)
+	if len(prog) > 0 {
+		copy(unsafe.Slice((*byte)(unsafe.Pointer(&prog[0])), len(b)), b)
+	}
+	return prog, nil
 }
 
 // errNotStarted: the backend closed FdStart without starting the init, which is how a
