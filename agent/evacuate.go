@@ -8,8 +8,15 @@ import (
 	"github.com/trellis-run/trellis/bbs/store"
 )
 
-// evacuationPoll is how often an evacuating instance looks for its replacement.
-const evacuationPoll = 200 * time.Millisecond
+// An evacuating instance looks for its replacement after evacuationPoll, then waits half as
+// long again after each look that does not find it RUNNING, up to evacuationPollMax: a cell
+// evacuating hundreds of instances would otherwise read the BBS thousands of times a second
+// (measured by the scale simulator: a 10% drain of 1,000 cells stalled the BBS). The old
+// container keeps serving meanwhile, so a later look costs capacity, not availability.
+const (
+	evacuationPoll    = 200 * time.Millisecond
+	evacuationPollMax = 5 * time.Second
+)
 
 // evacuate drains the cell (DESIGN §5): the presence says draining, so the auctioneer places
 // nothing more here and new placements are rejected; every RUNNING instance is evacuated and
@@ -128,6 +135,7 @@ func (a *Agent) evacuateOne(c *container) {
 	deadline := time.Now().Add(time.Duration(a.cfg.EvacuationTimeout))
 	idx := c.key.Index
 	why := "evacuation timed out"
+	poll := evacuationPoll
 wait:
 	for time.Now().Before(deadline) {
 		ctx, cancel := a.bbsCtx()
@@ -159,8 +167,9 @@ wait:
 			return // crashed or stopped meanwhile; its goroutine cleans up
 		case <-a.closed:
 			return
-		case <-time.After(evacuationPoll):
+		case <-time.After(poll):
 		}
+		poll = min(poll*3/2, evacuationPollMax)
 	}
 	log.Info("stopping the evacuated instance", "why", why)
 	a.mu.Lock()

@@ -296,7 +296,7 @@ func (c *Cluster) push(ctx context.Context, n int, instances int32, crashy bool,
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				if _, err := c.operator.DesireLRP(ctx, desiredLRP(apps[i], kinds[i])); err != nil {
+				if err := c.desire(ctx, desiredLRP(apps[i], kinds[i])); err != nil {
 					select {
 					case errs <- fmt.Errorf("sim: push %s: %w", apps[i].guid, err):
 					default:
@@ -332,6 +332,31 @@ feed:
 	c.apps = append(c.apps, apps...)
 	c.mu.Unlock()
 	return apps, nil
+}
+
+// desire pushes one app as an operator would: a request that fails for want of an answer
+// (timeout, BBS unavailable) is sent again, and AlreadyExists after such a retry means the
+// first attempt went through.
+func (c *Cluster) desire(ctx context.Context, lrp *models.DesiredLRP) error {
+	var err error
+	for attempt := range 5 {
+		_, err = c.operator.DesireLRP(ctx, lrp)
+		switch {
+		case err == nil:
+			return nil
+		case attempt > 0 && models.IsAlreadyExists(err):
+			return nil
+		case models.IsInvalidRecord(err) || models.IsAlreadyExists(err) || ctx.Err() != nil:
+			return err
+		}
+		c.cfg.Logger.Warn("push failed; retrying", "process_guid", lrp.ProcessGuid, "error", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(attempt+1) * 500 * time.Millisecond):
+		}
+	}
+	return err
 }
 
 // pickKind draws an app kind by weight; callers hold c.mu.

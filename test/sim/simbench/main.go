@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
@@ -33,7 +34,8 @@ func main() {
 		memProfile = flag.String("memprofile", "", "write a heap profile at the end of the fill here")
 		verbose    = flag.Bool("v", false, "log the components' warnings to stderr")
 		timeout    = flag.Duration("timeout", 10*time.Minute, "bound of each wait")
-		gcPercent  = flag.Int("gogc", 400, "GOGC of the simulator process")
+		gcPercent  = flag.Int("gogc", 200, "GOGC of the simulator process")
+		workerGC   = flag.Int("worker-gogc", 100, "GOGC of the worker processes (they hold the agents: memory, not CPU, is their limit)")
 	)
 	flag.BoolVar(&cfg.Detail, "detail", false, "print the latency of each BBS method")
 	flag.IntVar(&cfg.Cells, "cells", cfg.Cells, "simulated cells")
@@ -50,7 +52,18 @@ func main() {
 	flag.Parse()
 	if *worker {
 		debug.SetGCPercent(*gcPercent)
+		if dir := os.Getenv("TRELLIS_SIM_WORKER_PROFILES"); dir != "" {
+			f, err := os.Create(filepath.Join(dir, fmt.Sprintf("worker-%d.prof", os.Getpid())))
+			if err != nil {
+				log.Fatal(err)
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				log.Fatal(err)
+			}
+			defer pprof.StopCPUProfile()
+		}
 		if err := sim.RunWorker(context.Background(), os.Stdin, os.Stdout); err != nil {
+			pprof.StopCPUProfile()
 			log.Fatal(err)
 		}
 		return
@@ -69,7 +82,7 @@ func main() {
 		if err != nil {
 			log.Fatal(err)
 		}
-		cfg.WorkerCommand = []string{exe, "-sim-worker", "-gogc", fmt.Sprint(*gcPercent)}
+		cfg.WorkerCommand = []string{exe, "-sim-worker", "-gogc", fmt.Sprint(*workerGC)}
 		cfg.Transport = sim.TransportHTTP
 	}
 	// Heap attribution per component samples one allocation per 256 KiB (the default 512 KiB
