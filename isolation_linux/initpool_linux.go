@@ -53,12 +53,11 @@ const dirPool = "@pool"
 
 // startedInit is an init that was executed and waits for its StartMessage.
 type startedInit struct {
-	privileged bool
-	pid        int
-	start      uint64        // /proc/<pid>/stat starttime
-	ctl        *os.File      // the backend's end of the start socket
-	exited     chan struct{} // closed once the init is reaped
-	record     string        // the pool's record of it; "" once it is no longer pooled
+	pid    int
+	start  uint64        // /proc/<pid>/stat starttime
+	ctl    *os.File      // the backend's end of the start socket
+	exited chan struct{} // closed once the init is reaped
+	record string        // the pool's record of it; "" once it is no longer pooled
 }
 
 // spawnInit executes the sealed init binary in new namespaces (user namespace with the
@@ -111,7 +110,7 @@ func (b *Backend) spawnInit(privileged bool, birth *cgroupBirth, log *os.File, l
 		ours.Close()
 		return nil, fmt.Errorf("%w: starting init: %v", ErrInit, err)
 	}
-	si := &startedInit{privileged: privileged, pid: cmd.Process.Pid, ctl: ours, exited: make(chan struct{})}
+	si := &startedInit{pid: cmd.Process.Pid, ctl: ours, exited: make(chan struct{})}
 	// Reap the init when it ends (retired, or after Destroy); a later backend is not its
 	// parent and the host's init reaps it then.
 	go func() {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -314,6 +315,41 @@ func TestHostPathsAndMountinfo(t *testing.T) {
 	for _, want := range []string{"/l/a", "/d/u", "/d/w", "/s/h/rootfs", "/srv/data"} {
 		if !slices.Contains(got, want) {
 			t.Errorf("hostPaths = %q, missing %s", got, want)
+		}
+	}
+}
+
+// TestInitPoolDiskVolume: a disk-limited container's volume, mounted after the pool filled,
+// reaches a pooled init through mount propagation, so the container gets one; once the
+// container is destroyed, no pooled init holds the volume's mount.
+func TestInitPoolDiskVolume(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	b := newTestBackend(t, cfg)
+	idle := idlePids(t, b.pool, false, cfg.InitPoolSize)
+	c := createContainer(t, b, func(s *isolation.ContainerSpec) { s.Limits.DiskBytes = 8 << 20 })
+	rec, err := readRecord(b.dir(c.Handle()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(idle, rec.InitPid) {
+		t.Fatalf("disk-limited container got a fresh init %d, not one of the pooled %v", rec.InitPid, idle)
+	}
+	if r := sh(t, c, "", "head -c 12582912 /dev/zero > /big 2>/dev/null && echo wrote || echo full"); r.stdout != "full\n" {
+		t.Fatalf("writing past the disk limit in a container from the pool: %+v", r)
+	}
+	// The pool now holds inits born while the volume was mounted.
+	waiting := idlePids(t, b.pool, false, cfg.InitPoolSize)
+	if err := b.Destroy(context.Background(), c.Handle()); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range waiting {
+		mi, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/mountinfo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(mi), c.Handle()) {
+			t.Fatalf("pooled init %d still holds a mount of destroyed container %s:\n%s", pid, c.Handle(), mi)
 		}
 	}
 }
