@@ -24,8 +24,12 @@ func linuxBackendConfig(cfg Config) isolationlinux.Config {
 	lc.DiskDir = orDefault(l.DiskDir, filepath.Join(cfg.DataDir, "disk"))
 	lc.CgroupParent = orDefault(l.CgroupParent, lc.CgroupParent)
 	lc.InitBinary = l.InitBinaryPath
-	if l.MaxContainers > 0 {
+	switch {
+	case l.MaxContainers > 0:
 		lc.MaxContainers = l.MaxContainers
+	case cfg.Capacity.Containers > 0:
+		// The cell offers what the operator configured; the backend must not refuse less.
+		lc.MaxContainers = uint64(cfg.Capacity.Containers)
 	}
 	lc.Images.Dir = orDefault(cfg.Images.Dir, filepath.Join(cfg.DataDir, "images"))
 	if cfg.Images.MaxBytes > 0 {

@@ -26,6 +26,11 @@ func (a *Agent) startLRPLocked(rec *models.ActualLRP) {
 	go a.runLRP(c)
 }
 
+// livenessFailureThreshold is how many liveness checks in a row must fail before a RUNNING
+// instance is crashed: one slow answer while the cell is busy starting hundreds of containers
+// is not a dead app.
+const livenessFailureThreshold = 3
+
 // sinks are the log writers of one instance: the workload's output, health-check results and
 // the agent's own messages.
 type sinks struct {
@@ -197,7 +202,7 @@ func (a *Agent) superviseLRP(c *container, cont isolation.Container, desired *mo
 	checker, err := health.NewChecker(health.Config{
 		Resolve: checkAddress(info.HostIP, info.ContainerIP, ni.Ports), Sink: sk.health, Logger: log,
 		StartupInterval: health.DefaultStartupInterval, Interval: health.DefaultInterval,
-		Timeout: health.DefaultTimeout, FailureThreshold: health.DefaultFailureThreshold,
+		Timeout: health.DefaultTimeout, FailureThreshold: livenessFailureThreshold,
 	})
 	if err != nil {
 		a.endLRP(c, cont, "invalid health check: "+err.Error(), actionDone, log)
