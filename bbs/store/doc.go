@@ -26,5 +26,10 @@
 //
 // A Store holds no state besides its client, so any number of BBS replicas can share a
 // cluster; heartbeats find the cell's lease on its key and renew it, and locks do the same.
-// Watch turns an etcd watch into Events, resumable from any revision etcd still keeps.
+// Watch turns an etcd watch into Events, resumable from any revision etcd still keeps. A Store
+// shares one etcd watch among all its Watch calls (hub.go): each change is decoded once and
+// handed to the subscribers whose filter matches (cell-filtered ones looked up by cell id), and
+// the records it carries also serve a cell's ActualLRP listing and the read before each
+// instance transition's compare-and-swap. Records in events are shared between subscribers
+// and must not be modified. Options.DirectWatch turns this off (one etcd watch per call).
 package store

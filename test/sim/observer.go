@@ -38,6 +38,7 @@ func (o *obsLRP) routable() bool {
 type observer struct {
 	mu       sync.Mutex
 	expected map[string]int32 // instances per pushed app
+	total    int              // the sum of expected
 	lrps     map[lrpKey]*obsLRP
 	running  int
 	perCell  map[string]int
@@ -229,6 +230,7 @@ func (o *observer) updateDownLocked(e *obsLRP, was bool, now time.Time) {
 // expect records a pushed app's instances.
 func (o *observer) expect(guid string, instances int32) {
 	o.mu.Lock()
+	o.total += int(instances) - int(o.expected[guid])
 	o.expected[guid] = instances
 	o.mu.Unlock()
 }
@@ -259,10 +261,7 @@ type snapshot struct {
 func (o *observer) snap() snapshot {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	n := 0
-	for _, i := range o.expected {
-		n += int(i)
-	}
+	n := o.total
 	// Instances on cells whose presence is gone are not running as far as anyone can route.
 	running := o.running
 	for cell, k := range o.perCell {
@@ -301,6 +300,7 @@ func (o *observer) runningOn(cells []*simCell) []int {
 func (o *observer) forget(guids []string) {
 	o.mu.Lock()
 	for _, g := range guids {
+		o.total -= int(o.expected[g])
 		delete(o.expected, g)
 	}
 	o.mu.Unlock()

@@ -109,7 +109,7 @@ func (c *Cluster) Fill(ctx context.Context, o FillOptions) (*Result, error) {
 			return nil, fmt.Errorf("sim: fill: %d of %d RUNNING after %v", s.running, instances, o.Timeout)
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(10 * time.Millisecond):
+		case <-time.After(25 * time.Millisecond):
 			if pushErr == nil {
 				s := c.obs.snap()
 				done = s.running >= instances && s.allRunning()

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -34,6 +36,7 @@ func main() {
 		memProfile = flag.String("memprofile", "", "write a heap profile at the end of the fill here")
 		verbose    = flag.Bool("v", false, "log the components' warnings to stderr")
 		timeout    = flag.Duration("timeout", 10*time.Minute, "bound of each wait")
+		pprofAddr  = flag.String("pprof", "", "serve net/http/pprof on this loopback address while running")
 		gcPercent  = flag.Int("gogc", 200, "GOGC of the simulator process")
 		workerGC   = flag.Int("worker-gogc", 100, "GOGC of the worker processes (they hold the agents: memory, not CPU, is their limit)")
 	)
@@ -97,6 +100,13 @@ func main() {
 	start := time.Now()
 	cfg.Progress = func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "[%6.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
+	}
+	if *pprofAddr != "" {
+		go func() {
+			if err := http.ListenAndServe(*pprofAddr, nil); err != nil {
+				log.Printf("pprof: %v", err)
+			}
+		}()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
