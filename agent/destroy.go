@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/trellis-run/trellis/isolation"
 )
@@ -28,15 +29,31 @@ func DestroyContainers(ctx context.Context, cfg Config, logger *slog.Logger) (in
 	if err != nil {
 		return 0, fmt.Errorf("agent: list containers of cell %s: %w", cfg.CellID, err)
 	}
-	var errs []error
-	n := 0
+	// A few at a time: destroying is mostly waiting (processes to die, unmounts, network
+	// teardown), and a cell may hold hundreds of containers.
+	var (
+		mu   sync.Mutex
+		errs []error
+		n    int
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, cfg.maxConcurrentCreates())
+	)
 	for _, c := range conts {
-		if err := backend.Destroy(ctx, c.Handle()); err != nil {
-			errs = append(errs, fmt.Errorf("destroy %s: %w", c.Handle(), err))
-			continue
-		}
-		n++
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			err := backend.Destroy(ctx, c.Handle())
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("destroy %s: %w", c.Handle(), err))
+				return
+			}
+			n++
+		}()
 	}
+	wg.Wait()
 	if len(errs) == 0 {
 		if u, ok := backend.(networkUninstaller); ok {
 			if err := u.UninstallNetwork(ctx); err != nil {

@@ -94,6 +94,9 @@ type devNetwork struct {
 	portBase     uint32 // first host port of the cluster's window
 }
 
+// maxDevCells is how many cells a dev cluster's 10.<x>.0.0/16 holds at a /22 each.
+const maxDevCells = 63
+
 // devPortsPerCluster is the size of a cluster's host port window: 50 windows fit in 20000-59999.
 const devPortsPerCluster = 800
 
@@ -162,6 +165,9 @@ func prepareDevCells(dataDir, bbsURL string, pki *certs.DevPKI, specs []devCellS
 	if err != nil {
 		return nil, err
 	}
+	if len(specs) > maxDevCells {
+		return nil, fmt.Errorf("dev: %d cells: at most %d fit the cluster's address plan", len(specs), maxDevCells)
+	}
 	perCell := uint32(devPortsPerCluster / len(specs))
 	root, err := devCellsRoot(plan)
 	if err != nil {
@@ -213,10 +219,11 @@ func prepareDevCells(dataDir, bbsURL string, pki *certs.DevPKI, specs []devCellS
 		cfg.API = agent.APIConfig{Listen: apiAddr, CertFile: apiCert.CertFile, KeyFile: apiCert.KeyFile, CAFile: pki.CAFile}
 		lo := plan.portBase + uint32(i)*perCell
 		cfg.Linux = agent.LinuxConfig{
-			CgroupParent:  "trellis-dev-" + plan.bridgePrefix[3:] + "/" + s.ID,
-			BridgeName:    fmt.Sprintf("%s-%d", plan.bridgePrefix, i+1),
-			NetworkName:   fmt.Sprintf("%s-%d", plan.bridgePrefix, i+1),
-			Subnet:        fmt.Sprintf("10.%d.%d.0/24", plan.octet, i+1),
+			CgroupParent: "trellis-dev-" + plan.bridgePrefix[3:] + "/" + s.ID,
+			BridgeName:   fmt.Sprintf("%s-%d", plan.bridgePrefix, i+1),
+			NetworkName:  fmt.Sprintf("%s-%d", plan.bridgePrefix, i+1),
+			// A /22 per cell: room for a thousand containers on one cell.
+			Subnet:        fmt.Sprintf("10.%d.%d.0/22", plan.octet, (i+1)*4),
 			HostIP:        "127.0.0.1",
 			HostPortRange: [2]uint32{lo, lo + perCell - 1},
 		}
