@@ -90,8 +90,8 @@ func (b *Brain) Run(ctx context.Context) error {
 	var lastErr string
 	for {
 		start := time.Now()
-		actx, cancel := context.WithTimeout(ctx, b.cfg.LockTTL-b.cfg.leaseMargin())
-		err := b.bbs.AcquireLock(actx, b.cfg.LockName, b.cfg.OwnerID, b.cfg.LockTTL)
+		actx, cancel := context.WithTimeout(ctx, b.cfg.leaseTTL()-b.cfg.leaseMargin())
+		err := b.bbs.AcquireLock(actx, b.cfg.LockName, b.cfg.OwnerID, b.cfg.leaseTTL())
 		cancel()
 		switch {
 		case ctx.Err() != nil:
@@ -101,7 +101,7 @@ func (b *Brain) Run(ctx context.Context) error {
 			return nil
 		case err == nil:
 			lastErr = ""
-			b.lead(ctx, start.Add(b.cfg.LockTTL-b.cfg.leaseMargin()))
+			b.lead(ctx, start.Add(b.cfg.leaseTTL()-b.cfg.leaseMargin()))
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -157,7 +157,7 @@ loop:
 		case <-renew.C:
 			start := time.Now()
 			rctx, rcancel := context.WithDeadline(ctx, validUntil)
-			err := b.bbs.AcquireLock(rctx, b.cfg.LockName, b.cfg.OwnerID, b.cfg.LockTTL)
+			err := b.bbs.AcquireLock(rctx, b.cfg.LockName, b.cfg.OwnerID, b.cfg.leaseTTL())
 			rcancel()
 			if ctx.Err() != nil {
 				break loop
@@ -166,7 +166,7 @@ loop:
 				lost = err
 				break loop
 			}
-			validUntil = start.Add(b.cfg.LockTTL - b.cfg.leaseMargin())
+			validUntil = start.Add(b.cfg.leaseTTL() - b.cfg.leaseMargin())
 			expiry.Reset(time.Until(validUntil))
 		}
 	}

@@ -39,8 +39,9 @@ type Config struct {
 	OwnerID string `json:"owner_id"`
 	// LockName is the BBS lock the brains contend for. Default "brain".
 	LockName string `json:"lock_name"`
-	// LockTTL is the lease of the lock: the leader renews it every third of it, and a standby
-	// takes over within about LockTTL of the leader's death. At least 1 s (the BBS keeps locks
+	// LockTTL bounds how long the brains go without a leader when the leader dies: the lease
+	// the brain takes is shorter (whole seconds, see leaseTTL), renewed every third of it, so
+	// that a standby takes over within LockTTL of the leader's death. At least 1 s (the BBS keeps locks
 	// in whole seconds). Default 5 s.
 	LockTTL time.Duration `json:"lock_ttl"`
 	// LockRetryInterval is how often a standby tries to take the lock. Default LockTTL/10.
@@ -135,9 +136,17 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// leaseTTL is the lease the brain asks the BBS for. It is shorter than LockTTL by what a
+// takeover costs after the lease expires (etcd looks for expired leases every half second, and
+// a standby asks every LockRetryInterval), so that a standby leads within LockTTL of the
+// leader's death. Whole seconds, as etcd grants leases; at least one.
+func (c Config) leaseTTL() time.Duration {
+	return max((c.LockTTL - 500*time.Millisecond - c.LockRetryInterval).Truncate(time.Second), time.Second)
+}
+
 // renewInterval is how often the leader renews the lock.
-func (c Config) renewInterval() time.Duration { return c.LockTTL / 3 }
+func (c Config) renewInterval() time.Duration { return c.leaseTTL() / 3 }
 
 // leaseMargin is how long before the lease could expire the leader gives up when it has not
 // been able to renew: it stops placing while the lock is certainly still its own.
-func (c Config) leaseMargin() time.Duration { return c.LockTTL / 5 }
+func (c Config) leaseMargin() time.Duration { return c.leaseTTL() / 5 }
