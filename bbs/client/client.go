@@ -72,6 +72,7 @@ func New(cfg Config) (*Client, error) {
 	base := strings.TrimRight(cfg.URL, "/")
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 64
+	tr.MaxConnsPerHost = cfg.MaxConns
 	if !cfg.Insecure {
 		tc, err := certs.ClientTLSConfig(cfg.CAFile, cfg.CertFile, cfg.KeyFile)
 		if err != nil {

@@ -2,12 +2,16 @@ package client
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/trellis-run/trellis/bbs/models"
 )
@@ -69,6 +73,7 @@ func TestConfigValidate(t *testing.T) {
 		{"bad identity", Config{URL: "http://127.0.0.1:1", Insecure: true, Identity: "root"}, false},
 		{"cert without key", Config{URL: "https://h:1", CAFile: "ca", CertFile: "c"}, false},
 		{"relative URL", Config{URL: "/v1", CAFile: "ca"}, false},
+		{"negative max conns", Config{URL: "http://127.0.0.1:1", Insecure: true, MaxConns: -1}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -101,6 +106,45 @@ func TestReadAPIError(t *testing.T) {
 			var ae *APIError
 			if !errors.As(err, &ae) || ae.Type != tt.typ || !errors.Is(err, tt.is) {
 				t.Fatalf("readAPIError = %#v, want type %s wrapping %v", err, tt.typ, tt.is)
+			}
+		})
+	}
+}
+
+// TestMaxConnsBoundsConnections: concurrent requests share at most MaxConns connections.
+func TestMaxConnsBoundsConnections(t *testing.T) {
+	for _, max := range []int{1, 3} {
+		t.Run(fmt.Sprint(max), func(t *testing.T) {
+			var mu sync.Mutex
+			conns := map[string]bool{}
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				conns[r.RemoteAddr] = true
+				mu.Unlock()
+				time.Sleep(5 * time.Millisecond)
+				w.Header().Set("Content-Type", "application/json")
+				io.WriteString(w, `{"process_guid":"web","domain":"d","rootfs":"docker:///x","instances":1}`)
+			}))
+			defer srv.Close()
+			c, err := New(Config{URL: srv.URL, Insecure: true, MaxConns: max})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			for range 20 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if _, err := c.DesiredLRP(t.Context(), "web"); err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+			wg.Wait()
+			mu.Lock()
+			defer mu.Unlock()
+			if len(conns) > max {
+				t.Errorf("20 concurrent requests used %d connections, want at most %d", len(conns), max)
 			}
 		})
 	}

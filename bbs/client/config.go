@@ -37,6 +37,11 @@ type Config struct {
 	// ReconnectDelay is the first wait before reconnecting an event stream; it doubles up to
 	// 5 s. Default 100 ms.
 	ReconnectDelay time.Duration `json:"-"`
+	// MaxConns bounds the client's connections to the BBS, event streams included; requests
+	// beyond it wait for a free connection. 0 means no bound. A cell agent starting hundreds
+	// of instances at once otherwise opens a connection per request in flight, and a thousand
+	// such cells exhaust the BBS's file descriptors (measured by the scale simulator).
+	MaxConns int `json:"-"`
 }
 
 // DefaultConfig returns the defaults for the durations; URL and files are left empty.
@@ -61,6 +66,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: cert_file and key_file go together", ErrInvalidConfig)
 	case c.Timeout < 0, c.EventIdleTimeout < 0, c.ReconnectDelay < 0:
 		return fmt.Errorf("%w: durations must not be negative", ErrInvalidConfig)
+	case c.MaxConns < 0:
+		return fmt.Errorf("%w: max conns %d must not be negative", ErrInvalidConfig, c.MaxConns)
 	}
 	if c.Identity != "" {
 		if _, err := certs.ParseIdentity(c.Identity); err != nil {

@@ -88,6 +88,10 @@ func newLocalHost(cfg hostConfig, direct store.Interface, lat *latencies, logger
 		rng: rand.New(rand.NewPCG(uint64(cfg.Seed), 0xce11)), cells: map[string]*localCell{}}
 }
 
+// cellConns bounds each simulated cell's connections to the BBS (its event stream and
+// requests): a thousand cells must stay within the BBS process's open-file limit.
+const cellConns = 8
+
 func cellID(i int) string { return fmt.Sprintf("cell-%04d", i) }
 
 // start creates the cells (a few at a time) and runs them; it does not wait for their
@@ -130,6 +134,7 @@ func (h *localHost) storeFor(identity string) (store.Interface, error) {
 	if h.cfg.Transport == TransportHTTP {
 		cc := client.DefaultConfig()
 		cc.URL, cc.Insecure, cc.Identity = h.cfg.BBSURL, true, identity
+		cc.MaxConns = cellConns
 		cl, err := client.New(cc)
 		if err != nil {
 			return nil, fmt.Errorf("sim: BBS client for %s: %w", identity, err)
