@@ -315,7 +315,7 @@ func (b *Backend) create(ctx context.Context, cs isolation.ContainerSpec, src ro
 	if err := mkdirOwned(filepath.Join(dir, dirProcesses), 0o700, rootUID); err != nil {
 		return nil, err
 	}
-	cgroup, err := resources.New(b.cfg.CgroupParent, cs.Handle, cs.Limits)
+	cgroupPath, err := resources.Path(b.cfg.CgroupParent, cs.Handle)
 	if err != nil {
 		return nil, err
 	}
@@ -327,7 +327,7 @@ func (b *Backend) create(ctx context.Context, cs isolation.ContainerSpec, src ro
 		UserXattr:   img != nil && !cs.Privileged,
 		UIDMapStart: b.cfg.UIDMapStart,
 		UIDMapSize:  b.cfg.UIDMapSize,
-		CgroupsPath: cgroup.Path(),
+		CgroupsPath: cgroupPath,
 	})
 	if err != nil {
 		return nil, err
@@ -346,7 +346,7 @@ func (b *Backend) create(ctx context.Context, cs isolation.ContainerSpec, src ro
 	if img != nil {
 		rec.ImageID, rec.Image = img.ID, imageConfig(img)
 	}
-	if err := b.startInit(ctx, dir, &rec, cgroup, spec); err != nil {
+	if err := b.startInit(ctx, dir, &rec, spec); err != nil {
 		return nil, err
 	}
 	if cs.Network != isolation.NetworkNone {
@@ -362,11 +362,11 @@ func (b *Backend) create(ctx context.Context, cs isolation.ContainerSpec, src ro
 	return &container{b: b, handle: cs.Handle, dir: dir, privileged: cs.Privileged}, nil
 }
 
-// startInit gives the container an init in new namespaces from the sealed binary — one from
-// the pool when a fitting one waits there, else a fresh one — places it in its cgroup
-// (cgroupstart_linux.go), hands it the container (containerinit.StartMessage), pins its network
-// namespace and waits for it to report ready.
-func (b *Backend) startInit(ctx context.Context, dir string, rec *containerRecord, cgroup *resources.Cgroup, spec *specs.Spec) error {
+// startInit gives the container its cgroup and an init in new namespaces from the sealed
+// binary — one from the pool when a fitting one waits there, else a fresh one — places the init
+// in the cgroup (cgroupstart_linux.go), hands it the container (containerinit.StartMessage),
+// pins its network namespace and waits for it to report ready.
+func (b *Backend) startInit(ctx context.Context, dir string, rec *containerRecord, spec *specs.Spec) error {
 	sockPath := filepath.Join(dir, fileSocket)
 	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sockPath, Net: "unixpacket"})
 	if err != nil {
@@ -404,10 +404,29 @@ func (b *Backend) startInit(ctx context.Context, dir string, rec *containerRecor
 	defer syncR.Close()
 	defer syncW.Close()
 
-	// A pooled init was born in the backend's cgroups and is moved like any init on v1; a
-	// fresh one is born in the container's cgroup where the kernel can do that (v2).
+	// A pooled init that waits in a cgroup of its own (v1) takes no migration: its cgroup is
+	// renamed to the handle and given the container's limits. Any other pooled init was born in
+	// the backend's cgroups and is moved into a new container cgroup; a fresh one is born in it
+	// where the kernel can do that (v2), else moved (v1).
 	si := b.pool.take(rec.Privileged, hostPaths(spec))
-	birth := &cgroupBirth{cg: cgroup}
+	var cgroup *resources.Cgroup
+	if si != nil && si.cgroup != nil {
+		if cgroup, err = b.pool.adopt(si, rec.Handle, rec.Limits); err != nil {
+			b.log.WarnContext(ctx, "adopting a pooled init's cgroup failed; starting a fresh init", "handle", rec.Handle, "err", err)
+			b.pool.retire(si)
+			si, cgroup = nil, nil
+		}
+	}
+	birth := &cgroupBirth{cg: cgroup, adopted: cgroup != nil}
+	if cgroup == nil {
+		if cgroup, err = resources.New(b.cfg.CgroupParent, rec.Handle, rec.Limits); err != nil {
+			if si != nil {
+				b.pool.retire(si)
+			}
+			return err
+		}
+		birth.cg = cgroup
+	}
 	if si == nil {
 		if birth, err = planCgroupBirth(cgroup); err != nil {
 			return fmt.Errorf("%w: starting init: %v", ErrInit, err)

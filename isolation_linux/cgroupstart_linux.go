@@ -19,6 +19,10 @@ import (
 //     does anything of its own (it blocks on containerinit.FdStart), moved with its threads
 //     into the container's cgroup in every hierarchy (resources.Cgroup.AddProc, i.e.
 //     cgroup.procs), and only then released.
+//   - a pooled init on v1 was moved into a cgroup of its own by the pool's refill, ahead of
+//     Create; Create renames that cgroup to the handle and writes the container's limits
+//     (resources.Adopt, initpool_linux.go), so nothing is migrated during Create. v2 cannot
+//     rename a cgroup: there a pooled init is moved like a v1 one.
 //
 // An earlier scheme on v1 moved a disposable backend thread into the container's cgroups to
 // fork the init there, avoiding the migration's cost (cgroup.procs takes the kernel's
@@ -38,8 +42,9 @@ import (
 
 // cgroupBirth places one container's init in its cgroup.
 type cgroupBirth struct {
-	cg  *resources.Cgroup
-	dir *os.File // v2: the cgroup's directory, for CLONE_INTO_CGROUP
+	cg      *resources.Cgroup
+	dir     *os.File // v2: the cgroup's directory, for CLONE_INTO_CGROUP
+	adopted bool     // the init's own cgroup was renamed to cg (resources.Adopt): it is there
 }
 
 // planCgroupBirth prepares to place an init in cg.
@@ -66,10 +71,10 @@ func (cb *cgroupBirth) prepare(attr *syscall.SysProcAttr) {
 }
 
 // place moves the started, still held init pid into the cgroup where it was not born in it
-// (v1); on v2 it has nothing to do.
+// (v1); on v2, or for a pooled init whose cgroup was adopted, it has nothing to do.
 // Errors: the cgroup is gone (isolation.ErrNotFound) or the kernel refused the move.
 func (cb *cgroupBirth) place(pid int) error {
-	if cb.dir != nil {
+	if cb.dir != nil || cb.adopted {
 		return nil
 	}
 	return cb.cg.AddProc(pid)

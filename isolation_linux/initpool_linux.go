@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -21,7 +22,9 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/trellis-run/trellis/isolation"
 	"github.com/trellis-run/trellis/isolation_linux/containerinit"
+	"github.com/trellis-run/trellis/isolation_linux/resources"
 )
 
 // The pool of container inits. Starting an init costs an execve of the (large) trellis
@@ -34,8 +37,13 @@ import (
 // pooled init serves one container and dies with it.
 //
 // What a pooled init holds while it waits: its own new namespaces, nothing of a container.
-// It lives in the backend's cgroups (on every cgroup version: there is no container cgroup
-// yet), so its runtime's start is charged to the backend. Its mount namespace is a copy of the
+// On cgroup v1 it waits in an empty cgroup of its own, <CgroupParent>/@pool-<pool id>-<n>,
+// with no limits, into which the refill moved it (the one cgroup.procs migration, off the
+// start path); Create renames that cgroup to the container's handle and writes the
+// container's limits into it (resources.Adopt), so that the init joins its container without
+// the migration's global lock and RCU wait. cgroup v2 cannot rename a cgroup: there a pooled
+// init lives in the backend's cgroups and Create moves it. Either way its runtime's start ran
+// before any move and is charged to the backend. Its mount namespace is a copy of the
 // host's taken at its birth; so that it sees the mounts the backend makes later (a container's
 // disk volume under DiskDir, the netns bind mounts under StateDir) and lets go of those the
 // backend unmounts, the pool is used only when StateDir and DiskDir are on shared mounts
@@ -58,6 +66,9 @@ type startedInit struct {
 	ctl    *os.File      // the backend's end of the start socket
 	exited chan struct{} // closed once the init is reaped
 	record string        // the pool's record of it; "" once it is no longer pooled
+	// cgroup is the pooled init's own cgroup (v1), nil once Create adopted it or where the
+	// pool keeps none (v2).
+	cgroup *resources.Cgroup
 }
 
 // spawnInit executes the sealed init binary in new namespaces (user namespace with the
@@ -180,6 +191,10 @@ type initPool struct {
 	dir  string   // <StateDir>/@pool/<id>
 	lock *os.File // dir, flock'ed while this backend lives
 	out  *os.File // the pooled inits' log until they are started: dir/init.log
+	// cgroups tells whether each pooled init gets a cgroup of its own (v1 hosts), named
+	// @pool-<id>-<seq> under the backend's CgroupParent; seq is the refill's counter.
+	cgroups bool
+	seq     uint64
 
 	mu     sync.Mutex
 	idle   map[bool][]*startedInit // by privileged
@@ -200,7 +215,7 @@ func newInitPool(ctx context.Context, b *Backend, size int) (*initPool, error) {
 	if err := os.MkdirAll(base, 0o700); err != nil {
 		return nil, fmt.Errorf("isolation_linux: pool dir: %w", err)
 	}
-	reapStalePools(ctx, base, b.log)
+	reapStalePools(ctx, base, b.cfg.CgroupParent, b.log)
 	if size == 0 {
 		return nil, nil
 	}
@@ -236,11 +251,12 @@ func newInitPool(ctx context.Context, b *Backend, size int) (*initPool, error) {
 	}
 	p := &initPool{
 		b: b, log: b.log, size: size, dir: dir, lock: lock, out: out,
-		idle:   map[bool][]*startedInit{},
-		wanted: map[bool]bool{false: true},
-		wake:   make(chan struct{}, 1),
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
+		cgroups: resources.AdoptSupported(),
+		idle:    map[bool][]*startedInit{},
+		wanted:  map[bool]bool{false: true},
+		wake:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 	go p.refill()
 	return p, nil
@@ -293,10 +309,40 @@ func (p *initPool) claimed(si *startedInit) {
 	si.record = ""
 }
 
+// retire kills a pooled init and removes its cgroup.
 func (p *initPool) retire(si *startedInit) {
 	si.kill()
+	if si.cgroup != nil {
+		removePoolCgroup(si.cgroup, p.log)
+		si.cgroup = nil
+	}
 	p.claimed(si)
 }
+
+// adopt turns si's own cgroup into the container handle's, with limits: si is in its
+// container's cgroup without a migration. On failure si keeps its cgroup; the caller retires
+// it.
+func (p *initPool) adopt(si *startedInit, handle string, limits isolation.Limits) (*resources.Cgroup, error) {
+	cg, err := resources.Adopt(p.b.cfg.CgroupParent, path.Base(si.cgroup.Path()), handle, limits)
+	if err != nil {
+		return nil, err
+	}
+	si.cgroup = nil
+	return cg, nil
+}
+
+// removePoolCgroup kills whatever is left in a pooled init's cgroup and removes it.
+func removePoolCgroup(cg *resources.Cgroup, log *slog.Logger) {
+	if err := cg.Kill(); err != nil {
+		log.Warn("killing a pooled init's cgroup", "cgroup", cg.Path(), "err", err)
+	}
+	if err := cg.Delete(); err != nil {
+		log.Warn("removing a pooled init's cgroup", "cgroup", cg.Path(), "err", err)
+	}
+}
+
+// poolCgroupPrefix starts the names of the cgroups of the pool whose directory is named id.
+func poolCgroupPrefix(id string) string { return "@pool-" + id + "-" }
 
 func (p *initPool) kick() {
 	select {
@@ -350,16 +396,38 @@ func (p *initPool) refill() {
 	}
 }
 
+// add starts a pooled init. Where pooled inits get cgroups of their own (v1), the cgroup is
+// made first (so that a crash leaves it under a name the next New finds) and the init, held
+// on its start socket, is moved into it before it joins the pool.
 func (p *initPool) add(privileged bool) (*startedInit, error) {
+	var cg *resources.Cgroup
+	if p.cgroups {
+		p.seq++
+		var err error
+		name := poolCgroupPrefix(filepath.Base(p.dir)) + strconv.FormatUint(p.seq, 10)
+		if cg, err = resources.New(p.b.cfg.CgroupParent, name, isolation.Limits{}); err != nil {
+			return nil, fmt.Errorf("a pooled init's cgroup: %w", err)
+		}
+	}
 	si, err := p.b.spawnInit(privileged, nil, p.out, "pool")
 	if err != nil {
+		if cg != nil {
+			removePoolCgroup(cg, p.log)
+		}
 		return nil, err
 	}
+	si.cgroup = cg
 	si.record = filepath.Join(p.dir, fmt.Sprintf("%d-%d", si.pid, si.start))
 	if err := os.WriteFile(si.record, nil, 0o600); err != nil {
 		si.record = ""
-		si.kill()
+		p.retire(si)
 		return nil, fmt.Errorf("recording a pooled init: %w", err)
+	}
+	if cg != nil {
+		if err := cg.AddProc(si.pid); err != nil {
+			p.retire(si)
+			return nil, fmt.Errorf("moving a pooled init into its cgroup: %w", err)
+		}
 	}
 	return si, nil
 }
@@ -392,9 +460,9 @@ func (p *initPool) close() error {
 }
 
 // reapStalePools kills the inits recorded by pools whose backend is gone (their directory's
-// lock is free) and removes those directories. Such inits normally exited already, when their
-// start socket closed with the backend.
-func reapStalePools(ctx context.Context, base string, log *slog.Logger) {
+// lock is free) and removes those directories and the pools' cgroups under parent. Such inits
+// normally exited already, when their start socket closed with the backend.
+func reapStalePools(ctx context.Context, base, parent string, log *slog.Logger) {
 	entries, err := os.ReadDir(base)
 	if err != nil {
 		return
@@ -422,10 +490,32 @@ func reapStalePools(ctx context.Context, base string, log *slog.Logger) {
 			}
 			killAndWait(pid, start, 5*time.Second)
 		}
+		removeStalePoolCgroups(ctx, parent, e.Name(), log)
 		if err := os.RemoveAll(dir); err != nil {
 			log.WarnContext(ctx, "removing a dead backend's init pool", "dir", dir, "err", err)
 		}
 		f.Close()
+	}
+}
+
+// removeStalePoolCgroups removes the cgroups of the dead pool whose directory is named id,
+// killing what they hold (an init started after its record was lost, say).
+func removeStalePoolCgroups(ctx context.Context, parent, id string, log *slog.Logger) {
+	names, err := resources.Children(parent)
+	if err != nil {
+		log.DebugContext(ctx, "listing cgroups of a dead backend's init pool", "parent", parent, "err", err)
+		return
+	}
+	for _, name := range names {
+		if !strings.HasPrefix(name, poolCgroupPrefix(id)) {
+			continue
+		}
+		cg, err := resources.Load(parent, name)
+		if err != nil {
+			log.WarnContext(ctx, "loading a dead backend's pooled init cgroup", "cgroup", name, "err", err)
+			continue
+		}
+		removePoolCgroup(cg, log)
 	}
 }
 

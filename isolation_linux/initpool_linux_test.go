@@ -15,7 +15,30 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/trellis-run/trellis/isolation"
+	"github.com/trellis-run/trellis/isolation_linux/resources"
 )
+
+// poolCgroups lists the pooled inits' cgroups under parent.
+func poolCgroups(t *testing.T, parent string) []string {
+	t.Helper()
+	names, err := resources.Children(parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, n := range names {
+		if strings.HasPrefix(n, "@pool-") {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// memoryCgroup is the memory cgroup of pid, from /proc/<pid>/cgroup.
+func memoryCgroup(t *testing.T, pid int) string {
+	t.Helper()
+	return cgroupLines(t, "/proc/"+strconv.Itoa(pid)+"/cgroup")["memory"]
+}
 
 // idlePids waits until the pool holds n idle inits of the flavour and returns their pids.
 func idlePids(t *testing.T, p *initPool, privileged bool, n int) []int {
@@ -71,6 +94,18 @@ func TestInitPool(t *testing.T) {
 		}
 		starts[pid] = st
 	}
+	// On v1 each pooled init waits in a cgroup of its own under the backend's parent.
+	if b.pool.cgroups {
+		own := poolCgroups(t, cfg.CgroupParent)
+		if len(own) != len(idle) {
+			t.Fatalf("pool cgroups %v, want one per idle init %v", own, idle)
+		}
+		for _, pid := range idle {
+			if cg := memoryCgroup(t, pid); !slices.Contains(own, filepath.Base(cg)) || filepath.Dir(cg) != "/"+cfg.CgroupParent {
+				t.Fatalf("pooled init %d is in memory cgroup %s, want one of %v under %s", pid, cg, own, cfg.CgroupParent)
+			}
+		}
+	}
 
 	// Pooled inits are not containers.
 	if all, err := b.List(ctx, nil); err != nil || len(all) != 0 {
@@ -96,6 +131,10 @@ func TestInitPool(t *testing.T) {
 	}
 	if !slices.Contains(idle, rec.InitPid) {
 		t.Fatalf("container init %d is not one of the pooled inits %v", rec.InitPid, idle)
+	}
+	// Its cgroup became the container's (adopted, v1) or it was moved there (v2).
+	if cg, want := memoryCgroup(t, rec.InitPid), "/"+cfg.CgroupParent+"/"+c.Handle(); cg != want {
+		t.Fatalf("pooled init %d is in memory cgroup %s after Create, want %s", rec.InitPid, cg, want)
 	}
 	// It is the container's, hardened like any: its hostname, its seccomp filter.
 	r := sh(t, c, "", "hostname; grep ^Seccomp: /proc/self/status")
@@ -152,6 +191,9 @@ func TestInitPool(t *testing.T) {
 	if _, err := os.Stat(poolDir); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("pool dir after Close: %v", err)
 	}
+	if left := poolCgroups(t, cfg.CgroupParent); len(left) > 0 {
+		t.Fatalf("pool cgroups after Close: %v", left)
+	}
 }
 
 // TestInitPoolRetiredInitExits: a pooled init whose start socket closes (the backend retired
@@ -193,6 +235,10 @@ func TestInitPoolStaleReaped(t *testing.T) {
 	// A dead backend's lock is free, and its inits may still run (here they do: this
 	// process still holds their start sockets, as a leaked descriptor would).
 	staleDir := a.pool.dir
+	stale := poolCgroups(t, cfg.CgroupParent)
+	if a.pool.cgroups && len(stale) == 0 {
+		t.Fatal("the first backend's pooled inits have no cgroups")
+	}
 	if err := unix.Flock(int(a.pool.lock.Fd()), unix.LOCK_UN); err != nil {
 		t.Fatal(err)
 	}
@@ -202,6 +248,11 @@ func TestInitPoolStaleReaped(t *testing.T) {
 	}
 	if _, err := os.Stat(staleDir); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("stale pool dir: %v", err)
+	}
+	for _, name := range poolCgroups(t, cfg.CgroupParent) {
+		if slices.Contains(stale, name) {
+			t.Fatalf("the dead pool's cgroup %s is still there", name)
+		}
 	}
 	// The new backend's own pool is untouched by the old one's Close.
 	own := idlePids(t, b.pool, false, cfg.InitPoolSize)

@@ -64,14 +64,11 @@ func newV1(path string, res *specs.LinuxResources) (*v1, error) {
 		return nil, fmt.Errorf("create cgroup %s: %w", path, err)
 	}
 	d := &v1{path: path, cg: cg, dirs: v1Dirs(path, cg.Subsystems())}
-	_, memswErr := os.Stat(filepath.Join(d.dirs["memory"], "memory.memsw.limit_in_bytes"))
-	for _, s := range V1Settings(res, memswErr == nil) {
-		if err := writeFile(filepath.Join(d.dirs[s.Controller], s.File), s.Value); err != nil {
-			if rmErr := d.remove(); rmErr != nil {
-				slog.Warn("remove half-made cgroup", "cgroup", path, "error", rmErr)
-			}
-			return nil, fmt.Errorf("create cgroup %s: set limit: %w", path, err)
+	if err := writeV1Limits(d, res); err != nil {
+		if rmErr := d.remove(); rmErr != nil {
+			slog.Warn("remove half-made cgroup", "cgroup", path, "error", rmErr)
 		}
+		return nil, fmt.Errorf("create cgroup %s: %w", path, err)
 	}
 	return d, nil
 }

@@ -14,6 +14,11 @@
 // cpu_weight 1–100 becomes cpu.shares weight×1024/100 (at least 2) on v1 and, on v2, cpu.weight
 // 1 + (shares−2)×9999/262142, the conversion runc and crun use.
 //
+// Adopt(parent, from, handle, limits) renames the cgroup parent/from to parent/handle in every
+// v1 hierarchy and writes limits into it: its processes join the container's cgroup without a
+// migration (cgroup.procs, a global lock and an RCU wait). cgroup v2 cannot rename cgroups;
+// AdoptSupported says whether this host can. Children lists the cgroups under a parent.
+//
 // Disk. NewDiskQuota(baseDir) manages per-container directories under baseDir whose writes are
 // limited: Dir(handle, limitBytes) returns the directory, Usage reports what it holds and
 // Release removes it. See DiskQuota and docs/isolation-linux-resources.md for how the limit is

@@ -10,13 +10,18 @@ import (
 const maxNameLen = 128
 
 // validName checks a container handle (or one component of a cgroup parent): 1–128 of
-// [A-Za-z0-9_.-], and not "." or "..", so it is always exactly one path element.
+// [A-Za-z0-9_.-], and not "." or "..", so it is always exactly one path element. A leading "@"
+// is allowed too: isolation handles never hold one, so such a name (a backend's pooled init's
+// cgroup, "@pool-...") can never collide with a container's.
 func validName(field, name string) error {
 	if name == "" || len(name) > maxNameLen {
 		return fmt.Errorf("%w: %s %q must be 1-%d characters", isolation.ErrInvalidSpec, field, name, maxNameLen)
 	}
 	if name == "." || name == ".." {
 		return fmt.Errorf("%w: %s %q is not a valid name", isolation.ErrInvalidSpec, field, name)
+	}
+	if rest, ok := strings.CutPrefix(name, "@"); ok && rest != "" {
+		name = rest
 	}
 	for _, r := range name {
 		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '.' || r == '-'
@@ -44,3 +49,8 @@ func cgroupPath(parent, handle string) (string, error) {
 	}
 	return parent + "/" + handle, nil
 }
+
+// Path is the path, relative to a hierarchy root, that New(parent, handle, ...) or
+// Adopt(parent, ..., handle, ...) gives a cgroup: "parent/handle".
+// Errors: isolation.ErrInvalidSpec (bad name).
+func Path(parent, handle string) (string, error) { return cgroupPath(parent, handle) }

@@ -27,6 +27,17 @@ func New(parent, handle string, limits isolation.Limits) (*Cgroup, error) {
 // Load fails: cgroups exist only on Linux.
 func Load(parent, handle string) (*Cgroup, error) { return nil, unsupported("cgroups") }
 
+// Adopt fails: cgroups exist only on Linux.
+func Adopt(parent, from, handle string, limits isolation.Limits) (*Cgroup, error) {
+	return nil, unsupported("cgroups")
+}
+
+// AdoptSupported is false: cgroups exist only on Linux.
+func AdoptSupported() bool { return false }
+
+// Children fails: cgroups exist only on Linux.
+func Children(parent string) ([]string, error) { return nil, unsupported("cgroups") }
+
 // NewDiskQuota fails: the disk quotas used here exist only on Linux.
 func NewDiskQuota(baseDir string) (*DiskQuota, error) { return nil, unsupported("disk quotas") }
 
