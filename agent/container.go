@@ -107,6 +107,8 @@ type container struct {
 	netInfo    models.ActualLRPNetInfo
 	phase      string // see ContainerStatus.Phase
 
+	timing startTiming // written only by the work's own goroutine
+
 	stopOnce   sync.Once
 	stopCtx    context.Context // ended when the agent decides to stop the work
 	stopWork   context.CancelFunc
@@ -272,4 +274,35 @@ func (a *Agent) createContainer(ctx context.Context, spec isolation.ContainerSpe
 	}
 	defer func() { <-a.creates }()
 	return a.backend.Create(ctx, spec)
+}
+
+// startTiming records when an instance passed each step of its start, so that the "instance
+// running" log line says where a slow start spent its time. Zero times are steps not taken (a
+// resumed instance was neither claimed nor created by this agent).
+type startTiming struct {
+	claimed, created, setUp, healthy time.Time
+}
+
+// since renders the steps as "create=… setup=… healthy=… report=…", each the time from the
+// previous step, report ending at end.
+func (t startTiming) since(end time.Time) string {
+	steps := []struct {
+		name string
+		at   time.Time
+	}{{"create", t.created}, {"setup", t.setUp}, {"healthy", t.healthy}, {"report", end}}
+	var b strings.Builder
+	prev := t.claimed
+	for _, s := range steps {
+		if s.at.IsZero() {
+			continue
+		}
+		if !prev.IsZero() {
+			if b.Len() > 0 {
+				b.WriteByte(' ')
+			}
+			b.WriteString(s.name + "=" + s.at.Sub(prev).Round(time.Millisecond).String())
+		}
+		prev = s.at
+	}
+	return b.String()
 }

@@ -109,6 +109,7 @@ func (a *Agent) runLRP(c *container) {
 	log.Info("claimed instance")
 
 	a.setState(c, StateInitializing)
+	c.timing.claimed = time.Now()
 	pull := a.newPullProgress(c, int(c.key.Index))
 	cont, err := a.createContainer(c.stopCtx, isolation.ContainerSpec{
 		Handle:     c.handle,
@@ -121,6 +122,7 @@ func (a *Agent) runLRP(c *container) {
 		Progress:   pull,
 	})
 	pull.done()
+	c.timing.created = time.Now()
 	if err != nil {
 		if c.stopCtx.Err() == nil {
 			a.crashLRP(c, log, "failed to create container: "+err.Error())
@@ -183,6 +185,7 @@ func (a *Agent) superviseLRP(c *container, cont isolation.Container, desired *mo
 			return
 		}
 	}
+	c.timing.setUp = time.Now()
 	if err := cont.SetProperty(c.stopCtx, PropPhase, phaseAction); err != nil {
 		a.finishLRP(c, cont, "failed to record the instance's phase: "+err.Error(), log)
 		return
@@ -236,6 +239,7 @@ func (a *Agent) superviseLRP(c *container, cont isolation.Container, desired *mo
 		return
 	}
 
+	c.timing.healthy = time.Now()
 	ctx, cancel := a.bbsCtx()
 	rec, err := a.store.StartActualLRP(ctx, c.key, c.instanceKey(a.cfg.CellID), ni)
 	cancel()
@@ -255,7 +259,7 @@ func (a *Agent) superviseLRP(c *container, cont isolation.Container, desired *mo
 	c.state, c.since = StateRunning, time.Now()
 	draining := a.draining
 	a.mu.Unlock()
-	log.Info("instance running", "address", ni.Address, "ports", ni.Ports)
+	log.Info("instance running", "address", ni.Address, "ports", ni.Ports, "timing", c.timing.since(time.Now()))
 	if draining {
 		go a.evacuateOne(c)
 	}

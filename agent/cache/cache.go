@@ -109,7 +109,8 @@ func (c *Cache) Stats() Stats {
 	}
 }
 
-// Fetch returns the content of rawURL and its size. checksumAlg is "sha256" (the default when
+// Fetch returns the content of rawURL and its size; for a gzipped tar served from the cache (a
+// cache key given), the content is the tar it holds (see expand.go). checksumAlg is "sha256" (the default when
 // empty) or "sha1"; checksumValue, when set, is the expected hex digest. With cacheKey the
 // content is served from and stored in the cache (see the package doc). The caller must close
 // the reader; an entry stays on disk at least until then.
@@ -181,7 +182,16 @@ func (c *Cache) fill(ctx context.Context, key, rawURL, alg, want string) (io.Rea
 		c.log.Info("artifact larger than the cache, not caching it", "url", redact(rawURL), "bytes", dl.size, "max_bytes", c.cfg.MaxBytes)
 		return dl.openTemp()
 	}
-	e, err := c.store(key, rawURL, dl)
+	expanded, err := c.expandGzipTar(dl)
+	if err != nil {
+		os.Remove(dl.path)
+		return nil, 0, fmt.Errorf("store %s in the cache: %w", redact(rawURL), err)
+	}
+	if expanded && dl.size > c.cfg.MaxBytes {
+		c.log.Info("expanded artifact larger than the cache, not caching it", "url", redact(rawURL), "bytes", dl.size, "max_bytes", c.cfg.MaxBytes)
+		return dl.openTemp()
+	}
+	e, err := c.store(key, rawURL, dl, expanded)
 	if err != nil {
 		os.Remove(dl.path)
 		return nil, 0, err
@@ -195,7 +205,7 @@ func (c *Cache) fill(ctx context.Context, key, rawURL, alg, want string) (io.Rea
 
 // store moves a verified download into the cache as the entry of key, with one reference
 // held for the caller.
-func (c *Cache) store(key, rawURL string, dl *downloaded) (*entry, error) {
+func (c *Cache) store(key, rawURL string, dl *downloaded, expanded bool) (*entry, error) {
 	id := keyID(key)
 	suffix, err := randomHex(8)
 	if err != nil {
@@ -207,6 +217,7 @@ func (c *Cache) store(key, rawURL string, dl *downloaded) (*entry, error) {
 		URL:          rawURL,
 		Blob:         id + "-" + suffix + ".blob",
 		Size:         dl.size,
+		Expanded:     expanded,
 		SHA256:       dl.sha256,
 		SHA1:         dl.sha1,
 		ETag:         dl.etag,

@@ -11,6 +11,10 @@
 //     downloaded once — concurrent Fetches of one key share a single download — verified, and
 //     stored atomically (temporary file, fsync, rename) before it is served. A checksum
 //     mismatch fails the Fetch with a *ChecksumError and stores nothing.
+//   - A cached artifact that is a gzipped tar is stored as the tar inside it, decompressed once
+//     when stored, and served as that tar: the download action unpacks a gzipped tar and a
+//     tar alike, and a droplet fetched by hundreds of instances is then not decompressed
+//     hundreds of times. Checksums are always those of what was downloaded.
 //
 // The cache holds at most Config.MaxBytes of entries and evicts the least recently used past
 // it. An entry being read is never deleted under its reader: it is evicted (or, when a new

@@ -15,11 +15,14 @@ const metadataVersion = 1
 
 // metadata is the JSON file describing one entry.
 type metadata struct {
-	Version      int       `json:"version"`
-	Key          string    `json:"key"`
-	URL          string    `json:"url"`
-	Blob         string    `json:"blob"`
-	Size         int64     `json:"size"`
+	Version int    `json:"version"`
+	Key     string `json:"key"`
+	URL     string `json:"url"`
+	Blob    string `json:"blob"`
+	Size    int64  `json:"size"`
+	// Expanded: the download was a gzipped tar and the blob is the tar inside it (Size is the
+	// blob's); SHA256 and SHA1 are the download's.
+	Expanded     bool      `json:"expanded,omitempty"`
 	SHA256       string    `json:"sha256"`
 	SHA1         string    `json:"sha1"`
 	ETag         string    `json:"etag,omitempty"`
