@@ -174,6 +174,11 @@ func (c *Cluster) startBrain() error {
 	}
 	cfg := brain.DefaultConfig()
 	cfg.OwnerID = "sim-brain"
+	// Diego's lock TTL (locket's 15 s) rather than the brain's 5 s: on this shared 2-core
+	// machine a renewal through an overloaded BBS can take longer than 5 s, and each lost term
+	// costs a full re-read of the BBS (see docs/scale.md).
+	cfg.LockTTL = c.cfg.BrainLockTTL
+	cfg.LockRetryInterval = cfg.LockTTL / 10
 	c.reg = prometheus.NewRegistry()
 	br, err := brain.New(cfg, bs, c.cfg.Logger.With("component", "brain"), c.reg)
 	if err != nil {

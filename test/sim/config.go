@@ -59,6 +59,8 @@ type Config struct {
 	Apps []AppKind
 	// PresenceTTL is each cell's presence lease (heartbeat every third of it).
 	PresenceTTL time.Duration
+	// BrainLockTTL is the brain's leader lock TTL.
+	BrainLockTTL time.Duration
 	// Transport is TransportHTTP or TransportInProcess.
 	Transport string
 	// DataDir holds etcd's data and the cells' data directories. Empty: a temporary
@@ -101,13 +103,14 @@ func DefaultApp() AppKind {
 // the agent's default presence TTL of 10 s.
 func DefaultConfig() Config {
 	return Config{
-		Cells:       1000,
-		Zones:       3,
-		Classes:     []CellClass{DefaultClass()},
-		Apps:        []AppKind{DefaultApp()},
-		PresenceTTL: 10 * time.Second,
-		Transport:   TransportHTTP,
-		Seed:        1,
+		Cells:        1000,
+		Zones:        3,
+		Classes:      []CellClass{DefaultClass()},
+		Apps:         []AppKind{DefaultApp()},
+		PresenceTTL:  10 * time.Second,
+		BrainLockTTL: 15 * time.Second,
+		Transport:    TransportHTTP,
+		Seed:         1,
 	}
 }
 
@@ -123,6 +126,8 @@ func (c Config) Validate() error {
 		return bad("zones %d must be at least 1", c.Zones)
 	case c.PresenceTTL < time.Second:
 		return bad("presence ttl %v must be at least 1s (the BBS's minimum)", c.PresenceTTL)
+	case c.BrainLockTTL < time.Second:
+		return bad("brain lock ttl %v must be at least 1s", c.BrainLockTTL)
 	case c.Transport != TransportHTTP && c.Transport != TransportInProcess:
 		return bad("transport %q must be %q or %q", c.Transport, TransportHTTP, TransportInProcess)
 	case c.CellsPerWorker > 0 && len(c.WorkerCommand) == 0:

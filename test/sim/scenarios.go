@@ -203,11 +203,16 @@ func (c *Cluster) latencyLines(ctx context.Context, r *Result, base window, goal
 }
 
 // convergence is a mark of the brain's two convergence histograms.
-type convergence struct{ plan, total histDelta }
+type convergence struct {
+	plan, total         histDelta
+	lockLosses, resyncs float64
+}
 
 func (c *Cluster) convergenceMark() convergence {
 	return convergence{plan: c.brainHist("trellis_brain_convergence_plan_seconds"),
-		total: c.brainHist("trellis_brain_convergence_duration_seconds")}
+		total:      c.brainHist("trellis_brain_convergence_duration_seconds"),
+		lockLosses: c.brainCounter("trellis_brain_lock_losses_total"),
+		resyncs:    c.brainCounter("trellis_brain_resyncs_total")}
 }
 
 func (c *Cluster) convergenceLines(r *Result, base convergence) {
@@ -227,6 +232,26 @@ func (c *Cluster) convergenceLines(r *Result, base convergence) {
 	r.add("convergence: planning", plan, "goal < 1 s", yes(top >= 0 && top <= time.Second))
 	total, top := describe(now.total.minus(base.total))
 	r.add("convergence: planning + its BBS writes", total, "Diego alert 10 s", yes(top >= 0 && top <= 10*time.Second))
+	losses := c.brainCounter("trellis_brain_lock_losses_total") - base.lockLosses
+	resyncs := c.brainCounter("trellis_brain_resyncs_total") - base.resyncs
+	r.add("brain: leader lock losses / full re-reads of the BBS", fmt.Sprintf("%.0f / %.0f", losses, resyncs), "", nil)
+}
+
+// brainCounter sums a counter of the brain's registry over its labels.
+func (c *Cluster) brainCounter(name string) float64 {
+	mfs, err := c.reg.Gather()
+	if err != nil {
+		return 0
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }
 
 func (c *Cluster) memoryLines(r *Result, instances int) {
