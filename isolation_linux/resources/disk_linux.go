@@ -524,7 +524,10 @@ func (q *DiskQuota) release(image, mount string) error {
 				return fmt.Errorf("detach %s: %w", mount, err)
 			}
 		}
-		if m, err := isMountPoint(mount); err != nil || m {
+		// A mount point that is gone by now (another owner of the base, such as a second
+		// backend on it in tests or a restarted agent's cleanup, released it meanwhile) has
+		// nothing mounted on it either.
+		if m, err := isMountPoint(mount); (err != nil && !errors.Is(err, os.ErrNotExist)) || m {
 			// Never remove files through a mount we meant to be gone.
 			return fmt.Errorf("%w: %s is still a mount point after unmounting (%v)", ErrBusy, mount, err)
 		}
