@@ -66,6 +66,9 @@ func (c *Cache) expandGzipTar(dl *downloaded) (bool, error) {
 	if err := out.Close(); err != nil {
 		return false, fmt.Errorf("expand the gzipped tar: close: %w", err)
 	}
+	// Windows refuses to remove a file that is still open: close the download first (the
+	// deferred Close then does nothing).
+	f.Close()
 	if err := os.Remove(dl.path); err != nil {
 		os.Remove(out.Name())
 		keep = true
