@@ -513,24 +513,33 @@ func (q *DiskQuota) projectDir(handle, mount, data string, want uint64) (string,
 }
 
 func (q *DiskQuota) release(image, mount string) error {
-	if m, err := isMountPoint(mount); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	} else if m {
+	// The volume may be mounted more than once on the same point (a second owner of the base,
+	// such as a restarted backend, remounted it meanwhile): unmount until nothing is left,
+	// a bounded number of times.
+	for range maxStackedMounts {
+		m, err := isMountPoint(mount)
+		if errors.Is(err, os.ErrNotExist) {
+			// Gone by now: another owner of the base released it meanwhile.
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if !m {
+			break
+		}
 		if err := unix.Unmount(mount, 0); err != nil {
-			if !errors.Is(err, unix.EBUSY) {
+			if !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.EINVAL) {
 				return fmt.Errorf("unmount %s: %w", mount, err)
 			}
-			if err := unix.Unmount(mount, unix.MNT_DETACH); err != nil {
+			if err := unix.Unmount(mount, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
 				return fmt.Errorf("detach %s: %w", mount, err)
 			}
 		}
-		// A mount point that is gone by now (another owner of the base, such as a second
-		// backend on it in tests or a restarted agent's cleanup, released it meanwhile) has
-		// nothing mounted on it either.
-		if m, err := isMountPoint(mount); (err != nil && !errors.Is(err, os.ErrNotExist)) || m {
-			// Never remove files through a mount we meant to be gone.
-			return fmt.Errorf("%w: %s is still a mount point after unmounting (%v)", ErrBusy, mount, err)
-		}
+	}
+	if m, err := isMountPoint(mount); (err != nil && !errors.Is(err, os.ErrNotExist)) || m {
+		// Never remove files through a mount we meant to be gone.
+		return fmt.Errorf("%w: %s is still a mount point after unmounting (%v)", ErrBusy, mount, err)
 	}
 	if err := os.RemoveAll(mount); err != nil {
 		return err
@@ -540,6 +549,9 @@ func (q *DiskQuota) release(image, mount string) error {
 	}
 	return nil
 }
+
+// maxStackedMounts bounds how many mounts release takes off one volume's mount point.
+const maxStackedMounts = 8
 
 func roundUp(n uint64) uint64 { return (n + blockSize - 1) &^ (blockSize - 1) }
 

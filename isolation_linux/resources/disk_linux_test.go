@@ -366,3 +366,25 @@ func listAll(t *testing.T, base string) []string {
 	}
 	return out
 }
+
+// TestDiskReleaseStackedMounts: a volume mounted twice on its mount point (a second owner of
+// the base remounted it) is released whole, not reported busy.
+func TestDiskReleaseStackedMounts(t *testing.T) {
+	q, base := newTestQuota(t)
+	if _, err := q.Dir("stacked", 4*mib); err != nil {
+		t.Fatal(err)
+	}
+	_, mount, _ := q.paths("stacked")
+	if err := unix.Mount(mount, mount, "", unix.MS_BIND, ""); err != nil {
+		t.Fatalf("stack a second mount: %v", err)
+	}
+	if err := q.Release("stacked"); err != nil {
+		t.Fatalf("Release with two mounts stacked: %v", err)
+	}
+	if _, err := os.Stat(mount); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s left after Release (%v)", mount, err)
+	}
+	if entries := listAll(t, base); len(entries) != 0 {
+		t.Fatalf("left under the base directory: %v", entries)
+	}
+}
