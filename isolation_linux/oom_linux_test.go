@@ -178,7 +178,9 @@ func TestContainerOOMLeavesBackendAlone(t *testing.T) {
 			if waitErr != nil {
 				t.Fatalf("agent exit: %v", waitErr)
 			}
-			if beats < 10 {
+			// How many heartbeats fit depends on how fast the containers run; the gap between
+			// two of them is what shows a stalled agent, and it is checked as they arrive.
+			if beats < 2 {
 				t.Fatalf("only %d heartbeats during the run; the agent was not working", beats)
 			}
 			t.Logf("%d containers OOM-killed; %d heartbeats, each with the agent's threads checked", len(reported), samples)
