@@ -29,14 +29,15 @@ func main() {
 		example   = flag.String("example", "examples/lrp-hello.json", "the LRP to scale")
 		instances = flag.Int("instances", 300, "instances to scale to")
 		cells     = flag.Int("cells", 1, "cells of the dev cluster")
+		keep      = flag.Bool("keep", false, "keep the cluster's directory (cell agent.log files with each instance's start timing) and print where it is")
 	)
 	flag.Parse()
-	if err := run(*bin, *blobs, *example, int32(*instances), *cells); err != nil {
+	if err := run(*bin, *blobs, *example, int32(*instances), *cells, *keep); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(bin, blobs, example string, n int32, cells int) error {
+func run(bin, blobs, example string, n int32, cells int, keep bool) error {
 	if os.Geteuid() != 0 {
 		fmt.Println("scale: skipped (the dev cluster's Linux cells need root)")
 		return nil
@@ -45,7 +46,11 @@ func run(bin, blobs, example string, n int32, cells int) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	if keep {
+		defer fmt.Println("scale: kept", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
 	// One cell must hold every instance: raise its container count above the default.
 	var spec strings.Builder
 	spec.WriteString("cells:\n")
