@@ -5,7 +5,9 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,6 +25,7 @@ import (
 
 	"github.com/trellis-run/trellis/bbs/models"
 	isolationlinux "github.com/trellis-run/trellis/isolation_linux"
+	"github.com/trellis-run/trellis/isolation_linux/resources"
 )
 
 var (
@@ -70,25 +73,123 @@ func linuxConfig(t *testing.T, e *bbsEnv, cellID string) Config {
 	return cfg
 }
 
-// cleanupLinux destroys whatever containers the test's agents left, then the bridge and the
-// cgroup parent.
+// cleanupLinux removes what the test's agents left on the host: their containers, the
+// container network (bridge and iptables chains, which otherwise pile up in the host's nat
+// table), volumes still mounted under the cell's disk dir, and the cgroup parent.
 func cleanupLinux(t *testing.T, cfg Config) {
+	t.Helper()
 	ctx := context.Background()
-	b, err := isolationlinux.New(ctx, linuxBackendConfig(cfg), nil)
-	if err == nil {
-		cs, _ := b.List(ctx, nil)
+	lc := linuxBackendConfig(cfg)
+	b, err := isolationlinux.New(ctx, lc, testLogger(t))
+	if err != nil {
+		t.Errorf("cleanup: open the backend: %v", err)
+	} else {
+		cs, err := b.List(ctx, nil)
+		if err != nil {
+			t.Errorf("cleanup: list containers: %v", err)
+		}
 		for _, c := range cs {
 			if err := b.Destroy(ctx, c.Handle()); err != nil {
 				t.Errorf("cleanup: destroy %s: %v", c.Handle(), err)
 			}
 		}
-		b.Close()
+		if err := b.UninstallNetwork(ctx); err != nil {
+			t.Errorf("cleanup: uninstall network %s: %v", cfg.Linux.NetworkName, err)
+		}
+		if err := b.Close(); err != nil {
+			t.Errorf("cleanup: close the backend: %v", err)
+		}
 	}
-	exec.Command("ip", "link", "del", cfg.Linux.BridgeName).Run()
-	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + cfg.Linux.CgroupParent)
-	for _, d := range dirs {
-		os.Remove(d)
+	releaseVolumes(t, lc.DiskDir)
+	if err := removeCgroupTree(cfg.Linux.CgroupParent); err != nil {
+		t.Errorf("cleanup: %v", err)
 	}
+}
+
+// releaseVolumes unmounts and removes the disk volumes still mounted under diskDir. An
+// in-process agent's work goroutines outlive Run: one that inspects its container (Info, which
+// reads the disk usage) while the cleanup's backend destroys it can mount the volume again
+// from the image file about to be removed, and the mount then outlives the test. Once the
+// image is gone nothing can mount it again, so a second pass after the stragglers have run
+// finds nothing.
+func releaseVolumes(t *testing.T, diskDir string) {
+	t.Helper()
+	volumes := filepath.Join(diskDir, "volumes") + "/"
+	for pass := 0; pass < 2; pass++ {
+		if pass > 0 {
+			time.Sleep(200 * time.Millisecond)
+		}
+		mounts, err := mountsUnder(volumes)
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		if len(mounts) == 0 {
+			continue
+		}
+		q, err := resources.NewDiskQuota(diskDir)
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		for _, m := range mounts {
+			handle := strings.SplitN(strings.TrimPrefix(m, volumes), "/", 2)[0]
+			t.Logf("cleanup: volume %s was still mounted after its container was destroyed; releasing it", handle)
+			if err := q.Release(handle); err != nil {
+				t.Errorf("cleanup: release volume %s: %v", handle, err)
+			}
+		}
+	}
+}
+
+// mountsUnder lists the mount points of this mount namespace below prefix.
+func mountsUnder(prefix string) ([]string, error) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], prefix) {
+			out = append(out, f[4])
+		}
+	}
+	return out, nil
+}
+
+// removeCgroupTree removes the cgroup parent and every cgroup below it, deepest first, in
+// every hierarchy (v1 controllers and the unified one). A cgroup still holding processes is
+// an error: those processes leaked. Processes just killed may take a moment to leave.
+func removeCgroupTree(parent string) error {
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*/" + parent)
+	if st, err := os.Stat("/sys/fs/cgroup/" + parent); err == nil && st.IsDir() {
+		roots = append(roots, "/sys/fs/cgroup/"+parent)
+	}
+	var errs []error
+	for _, root := range roots {
+		var dirs []string
+		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			var err error
+			for try := 0; try < 20; try++ {
+				if err = os.Remove(dirs[i]); err == nil || errors.Is(err, fs.ErrNotExist) {
+					err = nil
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if err != nil {
+				procs, _ := os.ReadFile(filepath.Join(dirs[i], "cgroup.procs"))
+				errs = append(errs, fmt.Errorf("remove cgroup %s (processes: %q): %w", dirs[i], strings.Fields(string(procs)), err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // httpdLRP serves /www with busybox httpd on 8080; the page "pid" holds httpd's pid and
