@@ -1,7 +1,6 @@
 package resources
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,8 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -64,6 +63,13 @@ type DiskQuota struct {
 	mu    sync.Mutex
 	locks map[string]*handleLock
 	alloc sync.Mutex // held from choosing a project id until a directory carries it
+
+	// Formatted templates, in loop mode (disk_template_linux.go).
+	tmu       sync.Mutex
+	templates map[int64]*templateSlot // by image size
+	keyMu     sync.Mutex
+	key       string      // mkfsKey, once known
+	noReflink atomic.Bool // FICLONE failed here once: copy extents instead
 }
 
 // Disk quota modes, as Mode reports them.
@@ -86,12 +92,12 @@ func NewDiskQuota(baseDir string) (*DiskQuota, error) {
 		return nil, fmt.Errorf("%w: disk quota base directory %q is not absolute", isolation.ErrInvalidSpec, baseDir)
 	}
 	baseDir = filepath.Clean(baseDir)
-	for _, d := range []string{baseDir, filepath.Join(baseDir, imagesDir), filepath.Join(baseDir, volumesDir)} {
+	for _, d := range []string{baseDir, filepath.Join(baseDir, imagesDir), filepath.Join(baseDir, volumesDir), filepath.Join(baseDir, templatesDir)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("prepare disk quota directory: %w", err)
 		}
 	}
-	q := &DiskQuota{base: baseDir, locks: map[string]*handleLock{}}
+	q := &DiskQuota{base: baseDir, locks: map[string]*handleLock{}, templates: map[int64]*templateSlot{}}
 	if projectQuotaEnforced(baseDir) {
 		q.project = true
 		return q, nil
@@ -206,34 +212,35 @@ func (q *DiskQuota) Dir(handle string, limitBytes uint64) (string, error) {
 	return data, nil
 }
 
-// create makes, formats and mounts the image for a limit of want bytes, then reserves the
-// surplus so that exactly want bytes are free for data.
+// create makes the image for a limit of want bytes as a copy of the formatted template of its
+// size, mounts it, then reserves the surplus so that exactly want bytes are free for data.
 func (q *DiskQuota) create(image, mount string, want uint64) error {
-	f, err := os.OpenFile(image, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
 	// ext4 with 4 KiB blocks and one 256-byte inode per 16 KiB spends about 1/64 of its size on
 	// metadata; a 1/32 margin plus 4 MiB always leaves room for the reservation to trim.
 	size := want + want/32 + 4<<20
 	size = (size + 1<<20 - 1) &^ (1<<20 - 1)
-	err = f.Truncate(int64(size))
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("size image: %w", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), mkfsTimeout)
-	defer cancel()
-	// No journal: the volume is scratch space that does not outlive the host's uptime in use.
-	// No resize inode: volumes never grow. -m 0: nothing reserved for root.
-	out, err := exec.CommandContext(ctx, q.mkfs, "-q", "-F", "-T", "default", "-b", "4096", "-m", "0",
-		"-O", "^has_journal,^resize_inode", "-E", "nodiscard", "-L", "trellis", image).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("mkfs.ext4: %w: %s", err, strings.TrimSpace(string(out)))
+	var t *diskTemplate
+	for attempt := 0; ; attempt++ {
+		var err error
+		if t, err = q.templateFor(int64(size)); err != nil {
+			return err
+		}
+		err = q.copyTemplate(t, image)
+		if err == nil {
+			break
+		}
+		if rerr := os.Remove(image); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			return fmt.Errorf("%w (and removing the partial image: %v)", err, rerr)
+		}
+		if !errors.Is(err, os.ErrNotExist) || attempt > 0 {
+			return err
+		}
+		// The template was pruned or replaced since it was loaded: load it again.
+		q.forgetTemplate(t, false)
 	}
 	if err := q.ensureMounted(image, mount); err != nil {
+		// A copy that does not mount says the template is bad: format it again next time.
+		q.forgetTemplate(t, true)
 		return err
 	}
 	if err := os.Mkdir(filepath.Join(mount, dataDir), 0o755); err != nil {
