@@ -34,7 +34,7 @@ const cleanupTimeout = 30 * time.Second
 type Network struct {
 	cfg   Config
 	log   *slog.Logger
-	state store
+	state *store
 	cni   *libcni.CNIConfig
 	list  *libcni.NetworkConfigList
 	rules ruleSet
@@ -45,6 +45,11 @@ type Network struct {
 	// Network (rebuild), so a Setup needs only its own DNAT rules.
 	ensureMu sync.Mutex
 	ensured  bool
+
+	// portRules group-commits containers' DNAT rule changes (applyPortChanges).
+	portRules groupCommit[portChange]
+	// restore applies an iptables-restore script (iptablesRestore; tests count and fail it).
+	restore func(ctx context.Context, script []byte) error
 }
 
 // New checks cfg, finds the plugins and prepares the state directory. It changes nothing on
@@ -66,7 +71,7 @@ func New(cfg Config) (*Network, error) {
 	if err := checkSubnetFree(cfg.Subnet, cfg.BridgeName); err != nil {
 		return nil, err
 	}
-	st := store{dir: cfg.StateDir}
+	st := newStore(cfg.StateDir)
 	if err := st.init(); err != nil {
 		return nil, err
 	}
@@ -86,15 +91,18 @@ func New(cfg Config) (*Network, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Network{
-		cfg:    cfg,
-		log:    log.With("component", "network", "bridge", cfg.BridgeName),
-		state:  st,
-		cni:    libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, st.path(cniCacheDir), nil),
-		list:   list,
-		rules:  newRuleSet(cfg.NetworkName, cfg.BridgeName, cfg.Subnet),
-		hostIP: hostIP,
-	}, nil
+	n := &Network{
+		cfg:     cfg,
+		log:     log.With("component", "network", "bridge", cfg.BridgeName),
+		state:   st,
+		cni:     libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, st.path(cniCacheDir), nil),
+		list:    list,
+		rules:   newRuleSet(cfg.NetworkName, cfg.BridgeName, cfg.Subnet),
+		hostIP:  hostIP,
+		restore: iptablesRestore,
+	}
+	n.portRules.run = n.applyPortChanges
+	return n, nil
 }
 
 // Setup attaches the network namespace at netnsPath to the network as container handle: a
@@ -158,33 +166,30 @@ func (n *Network) Setup(ctx context.Context, handle, netnsPath string, netIn []i
 	return n.result(rec), nil
 }
 
-// reserve writes the container's record with its host ports, under the state lock.
+// reserve writes the container's record with its host ports, under the state lock, durably:
+// from here on only a Teardown of this record gives the ports, and the lease the CNI ADD is
+// about to take, back.
 func (n *Network) reserve(ctx context.Context, handle, cid, netnsPath string, netIn []isolation.NetIn) (*record, error) {
-	unlock, err := n.state.lock(ctx)
+	unlock, err := n.state.lockState(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	existing, err := n.state.all()
+	r, err := n.state.get(cid)
 	if err != nil {
 		return nil, err
 	}
-	used := map[uint32]string{}
-	for _, r := range existing {
-		if r.ContainerID == cid {
-			if r.Handle != handle {
-				return nil, fmt.Errorf("%w: container id %q of handle %q is held by handle %q", isolation.ErrAlreadyExists, cid, handle, r.Handle)
-			}
-			return nil, fmt.Errorf("%w: handle %q is already attached (netns %s)", isolation.ErrAlreadyExists, handle, r.NetNS)
+	if r != nil {
+		if r.Handle != handle {
+			return nil, fmt.Errorf("%w: container id %q of handle %q is held by handle %q", isolation.ErrAlreadyExists, cid, handle, r.Handle)
 		}
-		for _, p := range r.Ports {
-			used[p.HostPort] = r.Handle
-		}
+		return nil, fmt.Errorf("%w: handle %q is already attached (netns %s)", isolation.ErrAlreadyExists, handle, r.NetNS)
 	}
-	next, err := n.state.cursor()
+	used, err := n.state.usedPorts()
 	if err != nil {
 		return nil, err
 	}
+	next := n.state.cursor()
 	alloc := portAllocator{
 		min: n.cfg.HostPortRange[0], max: n.cfg.HostPortRange[1],
 		next: next, used: used, isFree: hostPortFree,
@@ -201,7 +206,7 @@ func (n *Network) reserve(ctx context.Context, handle, cid, netnsPath string, ne
 		OwnRules:    true,
 		CreatedAt:   time.Now().UTC(),
 	}
-	if err := n.state.put(rec); err != nil {
+	if err := n.state.put(rec, durableNew); err != nil {
 		return nil, err
 	}
 	if alloc.next != next {
@@ -212,10 +217,7 @@ func (n *Network) reserve(ctx context.Context, handle, cid, netnsPath string, ne
 	return rec, nil
 }
 
-// attach stores what the CNI ADD produced and adds the container's DNAT rules, in one
-// iptables-restore transaction under the state lock (so a concurrent rebuild sees the record
-// and the rules agree). If the transaction fails because the network's chains went missing (a
-// firewall reload, an operator), the rules are rebuilt from the records, this one included.
+// attach stores what the CNI ADD produced and adds the container's DNAT rules (storePorts).
 func (n *Network) attach(ctx context.Context, rec *record, raw cnitypes.Result) error {
 	res, err := types100.NewResultFromResult(raw)
 	if err != nil {
@@ -247,25 +249,100 @@ func (n *Network) attach(ctx context.Context, rec *record, raw cnitypes.Result) 
 		}
 	}
 	rec.Attached = true
-	unlock, err := n.state.lock(ctx)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	if err := n.state.put(rec); err != nil {
-		return err
-	}
-	if len(rec.Ports) == 0 {
-		return nil
-	}
-	script := n.rules.dnatScript("-A", containerPortRules(rec.ContainerID, rec.ContainerIP, rec.Ports))
-	if err := iptablesRestore(ctx, script); err != nil {
-		n.log.Warn("adding port rules failed; rebuilding the network's rules", "handle", rec.Handle, "error", err)
-		if err := n.rebuildLocked(ctx); err != nil {
-			return fmt.Errorf("map host ports: %w", err)
-		}
+	if err := n.storePorts(ctx, rec, "-A"); err != nil {
+		return fmt.Errorf("map host ports: %w", err)
 	}
 	return nil
+}
+
+// portChange is a container's record update and the change of its DNAT rules that goes with
+// it: op "-A" adds them (rec is attached), "-D" deletes them (rec is detached).
+type portChange struct {
+	rec *record
+	op  string
+}
+
+// storePorts stores rec and makes its DNAT rules follow (op "-A" or "-D", see portChange), in
+// one critical section of the state lock, so that a rebuild (which writes the rules of every
+// attached record) never sees the record and the rules disagree. A record without rules is
+// just stored. Rule changes of concurrent calls are group-committed (applyPortChanges); once
+// queued, a change is carried out even if ctx ends meanwhile.
+func (n *Network) storePorts(ctx context.Context, rec *record, op string) error {
+	if len(rec.Ports) == 0 || rec.ContainerIP == "" {
+		unlock, err := n.state.lockState(ctx)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		return n.state.put(rec, atomicUpdate)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrState, err)
+	}
+	return n.portRules.do(portChange{rec: rec, op: op})
+}
+
+// applyPortChanges runs one batch of portChanges under the state lock: it stores every
+// record, then applies every rule change in one iptables-restore transaction. If that fails,
+// each change is applied alone, so one bad change cannot fail the others; the changes that
+// still fail (most likely a rule to delete is missing, or the network's chain is: a firewall
+// reload, an operator) are settled by rebuilding the rules from the records, as a single
+// change always was. Errors are per change.
+func (n *Network) applyPortChanges(batch []portChange) []error {
+	errs := make([]error, len(batch))
+	// Not a caller's context: the batch serves several callers, none of which may cut it short.
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+	unlock, err := n.state.lockState(ctx)
+	if err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	defer unlock()
+	var stored []int
+	var changes []dnatChange
+	for i, c := range batch {
+		if errs[i] = n.state.put(c.rec, atomicUpdate); errs[i] == nil {
+			stored = append(stored, i)
+			changes = append(changes, dnatChange{op: c.op, rules: containerPortRules(c.rec.ContainerID, c.rec.ContainerIP, c.rec.Ports)})
+		}
+	}
+	if len(stored) == 0 {
+		return errs
+	}
+	err = n.restore(ctx, n.rules.dnatScript(changes...))
+	if err == nil {
+		return errs
+	}
+	failed := stored
+	if len(stored) == 1 {
+		errs[stored[0]] = err
+	} else {
+		n.log.Debug("batched port rule changes failed; applying them one by one", "changes", len(stored), "error", err)
+		failed = nil
+		for j, i := range stored {
+			if errs[i] = n.restore(ctx, n.rules.dnatScript(changes[j])); errs[i] != nil {
+				failed = append(failed, i)
+			}
+		}
+	}
+	if len(failed) == 0 {
+		return errs
+	}
+	for _, i := range failed {
+		n.log.Warn("changing port rules failed; rebuilding the network's rules", "handle", batch[i].rec.Handle, "op", batch[i].op, "error", errs[i])
+	}
+	rerr := n.rebuildLocked(ctx)
+	for _, i := range failed {
+		if rerr != nil {
+			errs[i] = fmt.Errorf("%w; then: %w", errs[i], rerr)
+		} else {
+			errs[i] = nil
+		}
+	}
+	return errs
 }
 
 // ensureRules makes the network's shared rules right once per Network (the first Setup), by
@@ -276,7 +353,7 @@ func (n *Network) ensureRules(ctx context.Context) error {
 	if n.ensured {
 		return nil
 	}
-	unlock, err := n.state.lock(ctx)
+	unlock, err := n.state.lockState(ctx)
 	if err != nil {
 		return err
 	}
@@ -306,7 +383,7 @@ func (n *Network) rebuildLocked(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("write the network's rules: %w", err)
 	}
-	if err := iptablesRestore(ctx, n.rules.rebuildScript(parseSave(save), ports)); err != nil {
+	if err := n.restore(ctx, n.rules.rebuildScript(parseSave(save), ports)); err != nil {
 		return fmt.Errorf("write the network's rules: %w", err)
 	}
 	return nil
@@ -325,7 +402,7 @@ func (n *Network) Teardown(ctx context.Context, handle, netnsPath string) error 
 		return err
 	}
 	cid := containerID(handle)
-	rec, err := n.state.get(cid)
+	rec, err := n.record(ctx, cid)
 	if err != nil {
 		return fmt.Errorf("tear down network of %q: %w", handle, err)
 	}
@@ -383,7 +460,7 @@ func (n *Network) detach(ctx context.Context, rec *record, netnsPath string) err
 	if err := removeStaleVeth(ctx, rec); err != nil {
 		return err
 	}
-	unlock, err := n.state.lock(ctx)
+	unlock, err := n.state.lockState(ctx)
 	if err != nil {
 		return err
 	}
@@ -392,33 +469,18 @@ func (n *Network) detach(ctx context.Context, rec *record, netnsPath string) err
 }
 
 // unmapPorts deletes the container's DNAT rules, which the record lists exactly (no
-// iptables-save), and marks the record detached in the same critical section, so a concurrent
-// rebuild never brings them back. A record already detached by an earlier attempt has no rules
-// left. If the deletion fails (a rule is missing: a firewall reload, an operator), the rules
-// are rebuilt from the records instead, without this container's.
+// iptables-save), and marks the record detached in the same critical section (storePorts), so
+// a concurrent rebuild never brings them back. A record already detached by an earlier
+// attempt has no rules left. If the deletion fails (a rule is missing: a firewall reload, an
+// operator), the rules are rebuilt from the records instead, without this container's.
 func (n *Network) unmapPorts(ctx context.Context, rec *record) error {
 	if !rec.Attached {
 		return nil
 	}
-	unlock, err := n.state.lock(ctx)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	detached := *rec
+	detached := rec.clone()
 	detached.Attached = false
-	if err := n.state.put(&detached); err != nil {
-		return err
-	}
-	if len(rec.Ports) == 0 || rec.ContainerIP == "" {
-		return nil
-	}
-	script := n.rules.dnatScript("-D", containerPortRules(rec.ContainerID, rec.ContainerIP, rec.Ports))
-	if err := iptablesRestore(ctx, script); err != nil {
-		n.log.Warn("deleting port rules failed; rebuilding the network's rules", "handle", rec.Handle, "error", err)
-		if err := n.rebuildLocked(ctx); err != nil {
-			return fmt.Errorf("unmap host ports: %w", err)
-		}
+	if err := n.storePorts(ctx, detached, "-D"); err != nil {
+		return fmt.Errorf("unmap host ports: %w", err)
 	}
 	return nil
 }
@@ -445,7 +507,7 @@ func (n *Network) cachedList(cid string) *libcni.NetworkConfigList {
 //
 // Errors: isolation.ErrNotFound (handle not attached), ErrPlugin (what is wrong), ErrState.
 func (n *Network) Check(ctx context.Context, handle, netnsPath string) error {
-	rec, err := n.attached(handle)
+	rec, err := n.attached(ctx, handle)
 	if err != nil {
 		return err
 	}
@@ -494,7 +556,7 @@ func withoutPlugin(list *libcni.NetworkConfigList, typ string) *libcni.NetworkCo
 // Errors: isolation.ErrInvalidSpec (containers remain; their handles are named), ErrState, or
 // the failing iptables or ip command.
 func (n *Network) Uninstall(ctx context.Context) error {
-	unlock, err := n.state.lock(ctx)
+	unlock, err := n.state.lockState(ctx)
 	if err != nil {
 		return err
 	}
@@ -515,7 +577,7 @@ func (n *Network) Uninstall(ctx context.Context) error {
 		return fmt.Errorf("uninstall network %q: %w", n.cfg.NetworkName, err)
 	}
 	if script := n.rules.removeScript(parseSave(save)); script != nil {
-		if err := iptablesRestore(ctx, script); err != nil {
+		if err := n.restore(ctx, script); err != nil {
 			return fmt.Errorf("uninstall network %q: %w", n.cfg.NetworkName, err)
 		}
 	}
@@ -535,7 +597,7 @@ func (n *Network) Uninstall(ctx context.Context) error {
 //
 // Errors: isolation.ErrNotFound (handle not attached), ErrState.
 func (n *Network) Lookup(ctx context.Context, handle string) (Result, error) {
-	rec, err := n.attached(handle)
+	rec, err := n.attached(ctx, handle)
 	if err != nil {
 		return Result{}, err
 	}
@@ -547,7 +609,12 @@ func (n *Network) Lookup(ctx context.Context, handle string) (Result, error) {
 //
 // Errors: ErrState.
 func (n *Network) Handles(ctx context.Context) ([]string, error) {
+	unlock, err := n.state.lockState(ctx)
+	if err != nil {
+		return nil, err
+	}
 	recs, err := n.state.all()
+	unlock()
 	if err != nil {
 		return nil, err
 	}
@@ -558,11 +625,11 @@ func (n *Network) Handles(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-func (n *Network) attached(handle string) (*record, error) {
+func (n *Network) attached(ctx context.Context, handle string) (*record, error) {
 	if err := validateHandle(handle); err != nil {
 		return nil, err
 	}
-	rec, err := n.state.get(containerID(handle))
+	rec, err := n.record(ctx, containerID(handle))
 	if err != nil {
 		return nil, err
 	}
@@ -570,6 +637,16 @@ func (n *Network) attached(handle string) (*record, error) {
 		return nil, fmt.Errorf("%w: no network attached for %q", isolation.ErrNotFound, handle)
 	}
 	return rec, nil
+}
+
+// record returns a copy of the record of container cid, or nil if there is none.
+func (n *Network) record(ctx context.Context, cid string) (*record, error) {
+	unlock, err := n.state.lockState(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	return n.state.get(cid)
 }
 
 func (n *Network) result(rec *record) Result {

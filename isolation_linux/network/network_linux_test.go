@@ -207,9 +207,9 @@ func TestNetworkLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Setup c: %v", err)
 	}
-	recA, _ := tn.nw.state.get("handle-a")
-	recB, _ := tn.nw.state.get("handle-b")
-	recC, _ := tn.nw.state.get("handle-c")
+	recA, _ := tn.nw.record(ctx, "handle-a")
+	recB, _ := tn.nw.record(ctx, "handle-b")
+	recC, _ := tn.nw.record(ctx, "handle-c")
 	subnet := netip.MustParsePrefix(tn.cfg.Subnet)
 	gateway := subnet.Addr().Next()
 
@@ -511,7 +511,7 @@ func TestSetupRejects(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Setup of handle with leading '-': %v", err)
 	}
-	rec, _ := tn.nw.state.get(containerID("-dash.first"))
+	rec, _ := tn.nw.record(ctx, containerID("-dash.first"))
 	if rec == nil || rec.ContainerIP != res.ContainerIP {
 		t.Fatalf("record of hashed handle: %+v", rec)
 	}
@@ -696,7 +696,7 @@ func TestTeardownWithoutRecord(t *testing.T) {
 	if _, err := tn.nw.Setup(ctx, "lost", ns, []isolation.NetIn{{ContainerPort: 80}}); err != nil {
 		t.Fatal(err)
 	}
-	rec, err := tn.nw.state.get("lost")
+	rec, err := tn.nw.record(ctx, "lost")
 	if err != nil || rec == nil {
 		t.Fatalf("record: %v, %v", rec, err)
 	}

@@ -23,8 +23,9 @@ import (
 //   - nat TRELLIS-DNAT-<h>, jumped to from PREROUTING and OUTPUT for local destinations: one
 //     DNAT rule per mapped host port, each commented with the container's id.
 //
-// The first two never change with containers; the third changes by one iptables-restore
-// transaction per Setup and Teardown.
+// The first two never change with containers; the third changes by iptables-restore
+// transactions, each carrying the changes of the Setups and Teardowns that ran at the same
+// time (dnatScript).
 
 // Shared chains of the CNI firewall plugin, created the same way it creates them, so a host
 // where other CNI users run that plugin ends up with one FORWARD jump, not two.
@@ -127,14 +128,23 @@ func containerPortRules(cid, ip string, ports []portRecord) []portRule {
 	return out
 }
 
-// dnatScript adds (op "-A") or deletes (op "-D") a container's DNAT rules in one transaction.
-// A "-D" of a rule that is not there fails the whole transaction; the caller then rebuilds the
-// chain from the records (rebuildScript).
-func (r ruleSet) dnatScript(op string, rules []portRule) []byte {
+// dnatChange adds (op "-A") or deletes (op "-D") one container's DNAT rules.
+type dnatChange struct {
+	op    string
+	rules []portRule
+}
+
+// dnatScript applies changes, in order, in one transaction: they all take effect or none
+// does. A "-D" of a rule that is not there fails the whole transaction; the caller then applies
+// the changes one by one, and rebuilds the chain from the records (rebuildScript) for those
+// that still fail.
+func (r ruleSet) dnatScript(changes ...dnatChange) []byte {
 	var b bytes.Buffer
 	b.WriteString("*nat\n")
-	for _, p := range rules {
-		fmt.Fprintf(&b, "%s %s %s\n", op, r.dnat, r.dnatRule(p))
+	for _, c := range changes {
+		for _, p := range c.rules {
+			fmt.Fprintf(&b, "%s %s %s\n", c.op, r.dnat, r.dnatRule(p))
+		}
 	}
 	b.WriteString("COMMIT\n")
 	return b.Bytes()

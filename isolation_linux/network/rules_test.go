@@ -150,7 +150,7 @@ COMMIT
 				}
 			}
 			// Removing c1's rules leaves c2's and the shared ones.
-			removed := parseSave([]byte(applyScript(t, again, string(rs.dnatScript("-D", c1)))))
+			removed := parseSave([]byte(applyScript(t, again, string(rs.dnatScript(dnatChange{op: "-D", rules: c1})))))
 			if err := rs.checkRules(removed, c2); err != nil {
 				t.Errorf("after removing c1: %v", err)
 			}
