@@ -354,6 +354,16 @@ func (c *container) StreamIn(ctx context.Context, dstPath string, tarStream io.R
 	if rec.Stopped {
 		return fmt.Errorf("%w: container %q", isolation.ErrStopped, c.handle)
 	}
+	if f, err := regularFileOf(tarStream); err != nil {
+		return fmt.Errorf("isolation_linux: stream into %q:%s: %w", c.handle, dstPath, err)
+	} else if f != nil {
+		// The init reads the archive's file itself, from where the stream stands.
+		defer f.Close()
+		if _, err := c.call(ctx, containerinit.Request{Op: containerinit.OpStreamIn, Path: dstPath}, f); err != nil {
+			return fmt.Errorf("isolation_linux: stream into %q:%s: %w", c.handle, dstPath, err)
+		}
+		return nil
+	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		return err
@@ -374,6 +384,36 @@ func (c *container) StreamIn(ctx context.Context, dstPath string, tarStream io.R
 		return fmt.Errorf("isolation_linux: stream into %q:%s: reading the archive: %w", c.handle, dstPath, err)
 	}
 	return nil
+}
+
+// regularFileOf returns a duplicate descriptor of the regular file under r when r exposes
+// one (an *os.File, or a reader offering its descriptor through syscall.Conn), and nil for any
+// other reader. The duplicate shares the file's offset, so reading it consumes r.
+func regularFileOf(r io.Reader) (*os.File, error) {
+	sc, ok := r.(syscall.Conn)
+	if !ok {
+		return nil, nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil, nil
+	}
+	dup, regular := -1, false
+	var dupErr error
+	if err := raw.Control(func(fd uintptr) {
+		var st unix.Stat_t
+		if unix.Fstat(int(fd), &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+			return
+		}
+		regular = true
+		dup, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil || !regular {
+		return nil, nil
+	}
+	if dupErr != nil {
+		return nil, fmt.Errorf("duplicating the archive's descriptor: %w", dupErr)
+	}
+	return os.NewFile(uintptr(dup), "archive"), nil
 }
 
 // StreamOut returns srcPath inside the container as a tar stream, written by the init.

@@ -188,18 +188,42 @@ func TestStreamInStaysInside(t *testing.T) {
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.StreamIn(context.Background(), "/app", &buf); err != nil {
-		t.Fatalf("StreamIn: %v", err)
+	// A reader is copied to the init through a pipe; a regular file is handed to the init,
+	// which reads it itself. Neither may let the archive out of the container.
+	file := filepath.Join(t.TempDir(), "archive.tar")
+	if err := os.WriteFile(file, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	for _, p := range []string{"/tmp/" + marker, "/etc/" + marker, "/etc/" + marker + "-rel"} {
-		if _, err := os.Lstat(p); err == nil {
-			os.Remove(p)
-			t.Errorf("the archive wrote %s on the host", p)
-		}
-	}
-	r := sh(t, c, "", fmt.Sprintf(`cat /app/tmp/%[1]s; echo; cat /etc/%[1]s; echo; cat /etc/%[1]s-rel`, marker))
-	if want := "dotdot\nthrough symlink\nthrough relative symlink"; r.stdout != want {
-		t.Fatalf("inside the container: %q, want %q (stderr %q)", r.stdout, want, r.stderr)
+	for _, tc := range []struct {
+		name   string
+		stream func(t *testing.T) io.Reader
+	}{
+		{"pipe", func(*testing.T) io.Reader { return bytes.NewReader(buf.Bytes()) }},
+		{"file", func(t *testing.T) io.Reader {
+			f, err := os.Open(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { f.Close() })
+			return f
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dst := "/app-" + tc.name
+			if err := c.StreamIn(context.Background(), dst, tc.stream(t)); err != nil {
+				t.Fatalf("StreamIn: %v", err)
+			}
+			for _, p := range []string{"/tmp/" + marker, "/etc/" + marker, "/etc/" + marker + "-rel"} {
+				if _, err := os.Lstat(p); err == nil {
+					os.Remove(p)
+					t.Errorf("the archive wrote %s on the host", p)
+				}
+			}
+			r := sh(t, c, "", fmt.Sprintf(`cat %[2]s/tmp/%[1]s; echo; cat /etc/%[1]s; echo; cat /etc/%[1]s-rel`, marker, dst))
+			if want := "dotdot\nthrough symlink\nthrough relative symlink"; r.stdout != want {
+				t.Fatalf("inside the container: %q, want %q (stderr %q)", r.stdout, want, r.stderr)
+			}
+		})
 	}
 }
 

@@ -11,9 +11,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -584,5 +587,56 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 5s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A tar read from a file is handed over as that file, rewound and with its descriptor, so a
+// backend can give the file itself to the container; other artifacts come through readers.
+func TestArchiveStreamHandsOverTarFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, data []byte) *os.File {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		return f
+	}
+	plain := tarOf(t, map[string]string{"a": "1"})
+	for _, tc := range []struct {
+		name     string
+		rc       io.ReadCloser
+		wantFile bool
+		want     []byte
+	}{
+		{"tar file", write("a.tar", plain), true, plain},
+		{"tar reader", io.NopCloser(bytes.NewReader(plain)), false, plain},
+		{"gzipped tar file", write("a.tgz", gzipped(t, plain)), false, plain},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := archiveStream(tc.rc, -1, "http://blobs/a")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, isFile := s.(syscall.Conn); isFile != tc.wantFile {
+				t.Errorf("stream offers its descriptor: %v, want %v", isFile, tc.wantFile)
+			}
+			got, err := io.ReadAll(s)
+			if err != nil || !bytes.Equal(got, tc.want) {
+				t.Errorf("stream = %d bytes (%v), want the %d bytes of the tar", len(got), err, len(tc.want))
+			}
+			if err := s.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+			if f, ok := tc.rc.(*os.File); ok {
+				if _, err := f.Seek(0, io.SeekStart); err != nil {
+					t.Errorf("closing the stream closed the artifact's file: %v", err)
+				}
+			}
+		})
 	}
 }

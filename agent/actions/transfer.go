@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/trellis-run/trellis/bbs/models"
@@ -71,6 +72,14 @@ func archiveStream(rc io.ReadCloser, size int64, rawURL string) (io.ReadCloser, 
 		return nil, fmt.Errorf("read artifact: %w", err)
 	}
 	if isTarHeader(head) {
+		// A tar in a file (the download cache's case) is handed over rewound and with its
+		// descriptor (syscall.Conn), so that a backend can give the file itself to the
+		// container rather than copy it through a pipe.
+		if f, ok := rc.(seekableFile); ok {
+			if _, err := f.Seek(0, io.SeekStart); err == nil {
+				return fileStream{f}, nil
+			}
+		}
 		return io.NopCloser(br), nil
 	}
 	if len(head) >= 2 && head[0] == 0x1f && head[1] == 0x8b {
@@ -102,6 +111,18 @@ func archiveStream(rc io.ReadCloser, size int64, rawURL string) (io.ReadCloser, 
 	}
 	return singleFileTar(br, name, size), nil
 }
+
+// seekableFile is an artifact in a file: the cache's readers are.
+type seekableFile interface {
+	io.ReadSeeker
+	syscall.Conn
+}
+
+// fileStream is a tar artifact read straight from its file. Closing it leaves the file to
+// the artifact's owner.
+type fileStream struct{ seekableFile }
+
+func (fileStream) Close() error { return nil }
 
 // isTarHeader reports whether block begins with a POSIX (ustar) or GNU tar header.
 func isTarHeader(block []byte) bool {
