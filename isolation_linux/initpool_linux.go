@@ -34,7 +34,9 @@ import (
 // privileged) that have done exactly that and wait on their start socket, having done
 // nothing of their own. Create takes one, moves it into the container's cgroup, and sends it
 // the StartMessage; from there it is an init like any other (docs/isolation-linux.md). A
-// pooled init serves one container and dies with it.
+// pooled init serves one container and dies with it. Pooled inits start at the lowest CPU
+// priority (nice 19), so that refilling the pool uses the CPU creates leave idle instead of
+// competing with them; Create gives the one it takes the backend's priority back.
 //
 // What a pooled init holds while it waits: its own new namespaces, nothing of a container.
 // On cgroup v1 it waits in an empty cgroup of its own, <CgroupParent>/@pool-<pool id>-<n>,
@@ -117,7 +119,11 @@ func (b *Backend) spawnInit(privileged bool, birth *cgroupBirth, log *os.File, l
 	if 3+4 != containerinit.FdBinary || 3+len(cmd.ExtraFiles)-1 != containerinit.FdStart {
 		panic("isolation_linux: init descriptor layout out of sync")
 	}
-	if err := cmd.Start(); err != nil {
+	start := cmd.Start
+	if label == poolLabel {
+		start = func() error { return atIdlePriority(cmd.Start) }
+	}
+	if err := start(); err != nil {
 		ours.Close()
 		return nil, fmt.Errorf("%w: starting init: %v", ErrInit, err)
 	}
@@ -133,6 +139,73 @@ func (b *Backend) spawnInit(privileged bool, birth *cgroupBirth, log *os.File, l
 		return nil, fmt.Errorf("%w: reading init start time: %v", ErrInit, err)
 	}
 	return si, nil
+}
+
+// poolLabel is the label of pooled inits (their argv[1] until started).
+const poolLabel = "pool"
+
+// idleNice is the nice value pooled inits start at: they get the CPU the machine does not use
+// and wait behind everything else, so that filling the pool never slows down the creates it
+// serves. Create restores the backend's own priority when it takes one (normalPriority).
+const idleNice = 19
+
+// atIdlePriority runs start, which forks, from an OS thread at idleNice: the child inherits the
+// thread's nice value, and its threads inherit it from it.
+func atIdlePriority(start func() error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := unix.Gettid()
+	prio, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
+	if err != nil {
+		return start()
+	}
+	own := 20 - prio // the system call returns 20 - nice
+	if err := unix.Setpriority(unix.PRIO_PROCESS, tid, idleNice); err != nil {
+		return start()
+	}
+	err = start()
+	if rerr := unix.Setpriority(unix.PRIO_PROCESS, tid, own); rerr != nil {
+		// The thread must not go back to the runtime at idle priority.
+		panic(fmt.Sprintf("isolation_linux: restoring the nice value of thread %d: %v", tid, rerr))
+	}
+	return err
+}
+
+// normalPriority gives every thread of a pooled init the backend's own nice value, before it
+// becomes a container's. Threads inherit the value of the thread that creates them, so passes
+// repeat until one finds no thread left to change.
+func (si *startedInit) normalPriority() error {
+	prio, err := unix.Getpriority(unix.PRIO_PROCESS, 0)
+	if err != nil {
+		return err
+	}
+	own := 20 - prio
+	dir := "/proc/" + strconv.Itoa(si.pid) + "/task"
+	for pass := 0; pass < 8; pass++ {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			return err
+		}
+		changed := 0
+		for _, e := range entries {
+			tid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			p, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
+			if err != nil || 20-p == own {
+				continue // gone, or already there
+			}
+			if err := unix.Setpriority(unix.PRIO_PROCESS, tid, own); err != nil && !errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("thread %d: %w", tid, err)
+			}
+			changed++
+		}
+		if changed == 0 {
+			return nil
+		}
+	}
+	return fmt.Errorf("threads of init %d kept appearing at idle priority", si.pid)
 }
 
 // kill ends an init that was not started (or whose start failed) and waits until it is
@@ -292,6 +365,11 @@ func (p *initPool) take(privileged bool, paths []string) *startedInit {
 			retire = append(retire, si)
 			continue
 		}
+		if err := si.normalPriority(); err != nil {
+			p.log.Warn("raising a pooled container init to normal CPU priority failed; starting a fresh one", "pid", si.pid, "err", err)
+			retire = append(retire, si)
+			continue
+		}
 		return si
 	}
 	return nil
@@ -409,7 +487,7 @@ func (p *initPool) add(privileged bool) (*startedInit, error) {
 			return nil, fmt.Errorf("a pooled init's cgroup: %w", err)
 		}
 	}
-	si, err := p.b.spawnInit(privileged, nil, p.out, "pool")
+	si, err := p.b.spawnInit(privileged, nil, p.out, poolLabel)
 	if err != nil {
 		if cg != nil {
 			removePoolCgroup(cg, p.log)

@@ -64,6 +64,33 @@ func idlePids(t *testing.T, p *initPool, privileged bool, n int) []int {
 	}
 }
 
+// threadNices lists the distinct nice values of pid's threads, from /proc/<pid>/task/*/stat.
+func threadNices(t *testing.T, pid int) []int {
+	t.Helper()
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "stat"))
+		if err != nil {
+			continue // the thread ended
+		}
+		// pid (comm) state ppid ...: nice is the 19th field, the 17th after the comm's ")".
+		rest := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		n, err := strconv.Atoi(rest[16])
+		if err != nil {
+			t.Fatalf("%s/%s/stat: %v", dir, e.Name(), err)
+		}
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 func processGone(pid int, start uint64) bool {
 	st, err := processStartTime(pid)
 	return err != nil || st != start
@@ -93,6 +120,12 @@ func TestInitPool(t *testing.T) {
 			t.Fatal(err)
 		}
 		starts[pid] = st
+	}
+	// Pooled inits wait at idle CPU priority, every thread of them.
+	for _, pid := range idle {
+		if nices := threadNices(t, pid); len(nices) != 1 || nices[0] != idleNice {
+			t.Fatalf("pooled init %d has threads at nice %v, want all at %d", pid, nices, idleNice)
+		}
 	}
 	// On v1 each pooled init waits in a cgroup of its own under the backend's parent.
 	if b.pool.cgroups {
@@ -136,10 +169,14 @@ func TestInitPool(t *testing.T) {
 	if cg, want := memoryCgroup(t, rec.InitPid), "/"+cfg.CgroupParent+"/"+c.Handle(); cg != want {
 		t.Fatalf("pooled init %d is in memory cgroup %s after Create, want %s", rec.InitPid, cg, want)
 	}
-	// It is the container's, hardened like any: its hostname, its seccomp filter.
-	r := sh(t, c, "", "hostname; grep ^Seccomp: /proc/self/status")
-	if r.code != 0 || !strings.HasPrefix(r.stdout, c.Handle()+"\n") || !strings.Contains(r.stdout, "Seccomp:\t2") {
+	// It is the container's, hardened like any: its hostname, its seccomp filter; and it and
+	// its processes run at the backend's priority, not the pool's.
+	r := sh(t, c, "", "hostname; grep ^Seccomp: /proc/self/status; cut -d' ' -f19 /proc/self/stat")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, c.Handle()+"\n") || !strings.Contains(r.stdout, "Seccomp:\t2") || !strings.HasSuffix(r.stdout, "\n0\n") {
 		t.Fatalf("in a container from the pool: %+v", r)
+	}
+	if nices := threadNices(t, rec.InitPid); len(nices) != 1 || nices[0] != 0 {
+		t.Fatalf("the container's init %d has threads at nice %v, want all at 0", rec.InitPid, nices)
 	}
 	if err := b.Destroy(ctx, c.Handle()); err != nil {
 		t.Fatal(err)
