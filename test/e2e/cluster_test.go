@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -114,21 +113,20 @@ func startCluster(t *testing.T, dir, listen string, extra ...string) *cluster {
 		c.stop()
 		t.Fatalf("trellis dev not up after 60s:\n%s", c.output)
 	}
-	// Cleanups run last-in first-out: the cluster stops first, then its cells' directories
-	// (outside the test's temporary directory) go.
-	t.Cleanup(c.removeCellDirs)
+	// Cleanups run last-in first-out: the cluster stops first, then what it keeps on the host
+	// outside its data dir (the cells' directories, cgroups, and whatever containers and
+	// networks a failed stop left) is purged.
+	t.Cleanup(c.purge)
 	t.Cleanup(c.stop)
 	return c
 }
 
-// cellDirRe finds a cell's directory in the banner of trellis dev.
-var cellDirRe = regexp.MustCompile(`log (/var/lib/trellis/dev/[^/\s]+)/[^/\s]+/agent\.log`)
-
-// removeCellDirs removes the directories trellis dev kept its cells in: state a test cluster
-// does not need once it has stopped.
-func (c *cluster) removeCellDirs() {
-	for _, m := range cellDirRe.FindAllStringSubmatch(c.output.String(), -1) {
-		os.RemoveAll(m[1])
+// purge runs `trellis dev purge` for the cluster's data dir once it has stopped: a test
+// cluster's data dir is a temporary one, so nothing could purge its cells later.
+func (c *cluster) purge() {
+	out, err := exec.Command(trellisBin, "dev", "purge", "--data-dir", filepath.Join(c.dir, "data")).CombinedOutput()
+	if err != nil {
+		c.t.Errorf("trellis dev purge: %v\n%s", err, out)
 	}
 }
 

@@ -58,7 +58,8 @@ It serves the files of --blobs-dir at http://<blobs-listen>/blobs/ (droplets for
 actions) and desires the --example LRP if it is not there yet, then prints where it answers.
 
 State lives in --data-dir and survives a restart. Ctrl-C stops everything: the cells' agents and
-their containers, the brain and the BBS; desired work is kept and starts again with the cluster.`,
+their containers, the brain and the BBS; desired work is kept and starts again with the cluster.
+'trellis dev purge' removes what a stopped cluster keeps on the host outside --data-dir.`,
 		Example: `  trellis dev                       # one cell
   trellis dev --cells 3             # three cells in zones z1..z3
   trellis dev --cells-file cells.yaml
@@ -81,6 +82,7 @@ cells.yaml:
 	fl.StringVar(&f.blobsListen, "blobs-listen", "127.0.0.1:8890", "address of the blob store")
 	fl.DurationVar(&f.presenceTTL, "presence-ttl", agent.DefaultPresenceTTL, "the cells' presence lease: a cell that stops heartbeating is gone after it")
 	fl.StringVar(&f.example, "example", "examples/lrp-hello.json", "LRP to desire when the cluster starts, if not desired yet (\"\" for none)")
+	cmd.AddCommand(newDevPurgeCommand(filepath.Join(home, ".trellis", "dev")))
 	return cmd
 }
 
@@ -172,6 +174,11 @@ func runDev(ctx context.Context, out io.Writer, f devFlags) error {
 			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			stopAll(sctx, cells, logger)
+			// The cells' cgroups are empty once their containers are gone; the next start
+			// creates them again.
+			if err := removeCgroupTree(devCgroupParent(devClusterID(dataDir))); err != nil {
+				logger.Warn("removing the cells' cgroups", "err", err)
+			}
 		}()
 		for _, c := range cells {
 			if err := c.start(self, level); err != nil {

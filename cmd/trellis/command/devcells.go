@@ -100,11 +100,19 @@ const maxDevCells = 63
 // devPortsPerCluster is the size of a cluster's host port window: 50 windows fit in 20000-59999.
 const devPortsPerCluster = 800
 
+// devClusterID names the dev cluster of an absolute data dir: "trd" and 6 hex digits of the
+// path's hash. It is the cluster's bridge prefix and its cells root under devCellsRootBase.
+func devClusterID(dataDir string) string {
+	h := fnv.New32a()
+	io.WriteString(h, dataDir)
+	return fmt.Sprintf("trd%06x", h.Sum32()&0xffffff)
+}
+
 func planDevNetwork(dataDir string) (devNetwork, error) {
 	h := fnv.New32a()
 	io.WriteString(h, dataDir)
 	sum := h.Sum32()
-	plan := devNetwork{bridgePrefix: fmt.Sprintf("trd%06x", sum&0xffffff)}
+	plan := devNetwork{bridgePrefix: devClusterID(dataDir)}
 	// Use the first 10.<x>.0.0/16 from the hash on that no interface of another cluster or of
 	// the host has an address in.
 	used, err := usedTenOctets(plan.bridgePrefix)

@@ -12,6 +12,7 @@ import (
 	"log"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -46,10 +47,21 @@ func run(bin, blobs, example string, n int32, cells int, keep bool) error {
 	if err != nil {
 		return err
 	}
+	// Ctrl-C or a timeout's SIGTERM ends the run through its deferred clean-up, not around it.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	data := filepath.Join(dir, "data")
 	if keep {
-		defer fmt.Println("scale: kept", dir)
+		defer fmt.Printf("scale: kept %s; afterwards: %s dev purge --data-dir %s; rm -r %s\n", dir, bin, data, dir)
 	} else {
 		defer os.RemoveAll(dir)
+		// The cells live outside the temporary data dir (under /var/lib/trellis/dev): purge
+		// them, and whatever containers and networks a failed stop left, once dev has exited.
+		defer func() {
+			if out, err := exec.Command(bin, "dev", "purge", "--data-dir", data).CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "scale: trellis dev purge: %v\n%s", err, out)
+			}
+		}()
 	}
 	// One cell must hold every instance: raise its container count above the default.
 	var spec strings.Builder
@@ -63,7 +75,7 @@ func run(bin, blobs, example string, n int32, cells int, keep bool) error {
 		return err
 	}
 	config := filepath.Join(dir, "config.json")
-	dev := exec.Command(bin, "dev", "--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0",
+	dev := exec.Command(bin, "dev", "--data-dir", data, "--listen", "127.0.0.1:0",
 		"--client-config", config, "--cells-file", cellsFile, "--blobs-dir", blobs, "--example", "")
 	dev.Env = append(os.Environ(), "HOME="+dir)
 	dev.Stderr = os.Stderr
@@ -74,9 +86,15 @@ func run(bin, blobs, example string, n int32, cells int, keep bool) error {
 	if err := dev.Start(); err != nil {
 		return err
 	}
+	exited := make(chan struct{})
 	defer func() {
 		dev.Process.Signal(syscall.SIGINT)
-		dev.Wait()
+		select {
+		case <-exited:
+		case <-time.After(3 * time.Minute): // dev gives its cells 2 minutes to stop
+			dev.Process.Kill()
+			<-exited
+		}
 	}()
 	up := make(chan struct{})
 	go func() {
@@ -86,9 +104,15 @@ func run(bin, blobs, example string, n int32, cells int, keep bool) error {
 				close(up)
 			}
 		}
+		dev.Wait()
+		close(exited)
 	}()
 	select {
 	case <-up:
+	case <-exited:
+		return fmt.Errorf("trellis dev exited before it was up")
+	case <-ctx.Done():
+		return ctx.Err()
 	case <-time.After(60 * time.Second):
 		return fmt.Errorf("trellis dev not up after 60s")
 	}
@@ -101,7 +125,6 @@ func run(bin, blobs, example string, n int32, cells int, keep bool) error {
 	if err != nil {
 		return err
 	}
-	ctx := context.Background()
 	var lrp models.DesiredLRP
 	fh, err := os.Open(example)
 	if err != nil {
@@ -153,6 +176,10 @@ func waitRunning(ctx context.Context, c *client.Client, guid string, n int, limi
 		if time.Since(start) > limit {
 			return 0, fmt.Errorf("%d of %d instances RUNNING after %s", running, n, limit)
 		}
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
