@@ -5,7 +5,9 @@ package mixedfleet
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -264,31 +266,30 @@ func writeYAML(t *testing.T, path string, v any) string {
 	return path
 }
 
-// cleanupLinuxCell destroys the containers the Linux agent left, then its bridge and cgroup
-// parent.
+// cleanupLinuxCell destroys the containers the Linux agent left and uninstalls its container
+// network (bridge and iptables chains, which otherwise pile up in the host's nat table), then
+// removes its cgroup tree.
 func cleanupLinuxCell(t *testing.T, cfg agent.Config) {
-	ctx := context.Background()
-	lc := isolationlinux.DefaultConfig()
-	lc.Stacks = map[string]string{}
-	lc.StateDir = cfg.Linux.StateDir
-	lc.LayerCacheDir = filepath.Join(cfg.DataDir, "layers")
-	lc.DiskDir = filepath.Join(cfg.DataDir, "disk")
-	lc.CgroupParent = cfg.Linux.CgroupParent
-	lc.Network.StateDir = filepath.Join(cfg.DataDir, "network")
-	lc.Network.BridgeName, lc.Network.NetworkName, lc.Network.Subnet = cfg.Linux.BridgeName, cfg.Linux.NetworkName, cfg.Linux.Subnet
-	lc.Network.HostIP, lc.Network.HostPortRange = cfg.Linux.HostIP, cfg.Linux.HostPortRange
-	if b, err := isolationlinux.New(ctx, lc, nil); err == nil {
-		cs, _ := b.List(ctx, nil)
-		for _, c := range cs {
-			if err := b.Destroy(ctx, c.Handle()); err != nil {
-				t.Errorf("cleanup: destroy %s: %v", c.Handle(), err)
+	if _, err := agent.DestroyContainers(context.Background(), cfg, nil); err != nil {
+		t.Errorf("cleanup: %v", err)
+	}
+	var dirs []string
+	for _, root := range append([]string{"/sys/fs/cgroup/" + cfg.Linux.CgroupParent}, globAll("/sys/fs/cgroup/*/"+cfg.Linux.CgroupParent)...) {
+		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
 			}
+			return nil
+		})
+	}
+	for i := len(dirs) - 1; i >= 0; i-- { // children before their parents
+		if err := os.Remove(dirs[i]); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("cleanup: %v", err)
 		}
-		b.Close()
 	}
-	exec.Command("ip", "link", "del", cfg.Linux.BridgeName).Run()
-	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + cfg.Linux.CgroupParent)
-	for _, d := range dirs {
-		os.Remove(d)
-	}
+}
+
+func globAll(pattern string) []string {
+	m, _ := filepath.Glob(pattern)
+	return m
 }
