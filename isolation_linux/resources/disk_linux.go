@@ -34,8 +34,9 @@ const (
 // DiskQuota hands out per-container directories whose writes are limited.
 //
 // Enforcement: each limited directory is its own small ext4 filesystem — a sparse image file
-// under baseDir/images, formatted with mkfs.ext4 and mounted through an autoclear loop device at
-// baseDir/volumes/<handle>. The handed-out directory is <mount>/data; the filesystem is sized a
+// under baseDir/images, mounted through an autoclear loop device at baseDir/volumes/<handle>.
+// The image is a copy of a template that mkfs.ext4 formatted once for its size, cached in
+// baseDir/templates, with a fresh UUID written into it (see disk_template_linux.go). The handed-out directory is <mount>/data; the filesystem is sized a
 // little above the limit and the surplus is held by a root-only preallocated file beside data,
 // so exactly limitBytes (rounded up to 4 KiB, the base directories included) can be written
 // before writes fail with ENOSPC. Usage is the filesystem's used blocks less that reservation.
