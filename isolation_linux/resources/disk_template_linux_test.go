@@ -2,6 +2,7 @@ package resources
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -319,5 +320,54 @@ func TestBackupGroups(t *testing.T) {
 				t.Fatalf("backupGroups = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestDiskTemplateReflink: on a host filesystem with reflinks (XFS), copies are clones of the
+// template, and still get their own UUID and enforce their limit.
+func TestDiskTemplateReflink(t *testing.T) {
+	base := filepath.Join(mountXFS(t), "quota")
+	q, err := NewDiskQuota(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, h := range []string{"r0", "r1"} {
+			if err := q.Release(h); err != nil {
+				t.Errorf("Release(%s): %v", h, err)
+			}
+		}
+	})
+	fsids := map[[2]int32]bool{}
+	for i := range 2 {
+		dir, err := q.Dir(fmt.Sprintf("r%d", i), 4*mib)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q.noReflink.Load() {
+			t.Fatal("FICLONE failed on XFS, which supports reflinks")
+		}
+		var st unix.Statfs_t
+		if err := unix.Statfs(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		if fsids[st.Fsid.Val] {
+			t.Fatalf("clone %d has the filesystem id of another", i)
+		}
+		fsids[st.Fsid.Val] = true
+		if written, err := fill(t, filepath.Join(dir, "f"), int(8*mib)); !errors.Is(err, unix.ENOSPC) || written > int(4*mib) {
+			t.Fatalf("wrote %d bytes, stopped by %v; want ENOSPC within 4 MiB", written, err)
+		}
+	}
+	tmpl, err := q.templateFor(9 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	image := filepath.Join(base, "clone.img")
+	if err := q.copyTemplate(tmpl, image); err != nil {
+		t.Fatal(err)
+	}
+	if fsck(t, image) == fsck(t, tmpl.path) {
+		t.Fatal("the clone kept the template's UUID")
 	}
 }
