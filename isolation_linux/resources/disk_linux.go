@@ -240,8 +240,10 @@ func (q *DiskQuota) create(image, mount string, want uint64) error {
 		q.forgetTemplate(t, false)
 	}
 	if err := q.ensureMounted(image, mount); err != nil {
-		// A copy that does not mount says the template is bad: format it again next time.
-		q.forgetTemplate(t, true)
+		// A copy the kernel finds corrupt says the template is: format it again next time.
+		if errors.Is(err, unix.EUCLEAN) || errors.Is(err, unix.EBADMSG) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EIO) {
+			q.forgetTemplate(t, true)
+		}
 		return err
 	}
 	if err := os.Mkdir(filepath.Join(mount, dataDir), 0o755); err != nil {
