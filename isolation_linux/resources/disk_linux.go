@@ -390,7 +390,13 @@ func (q *DiskQuota) Usage(handle string) (uint64, error) {
 		return 0, err
 	}
 	if hasImage {
-		if err := q.ensureMounted(image, mount); err != nil {
+		// Usage only reads: mounting here would bring back, from an image about to be
+		// removed, a volume that a concurrent release (the lock is per DiskQuota, and
+		// another backend may hold the same base) has just unmounted, and leave it behind.
+		if m, err := isMountPoint(mount); err != nil || !m {
+			if err == nil || errors.Is(err, os.ErrNotExist) {
+				err = fmt.Errorf("%w: the disk volume of %s is not mounted", isolation.ErrNotFound, handle)
+			}
 			return 0, fmt.Errorf("disk usage of %s: %w", handle, err)
 		}
 		_, used, err := volumeUsage(mount)

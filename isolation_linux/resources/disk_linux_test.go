@@ -220,10 +220,20 @@ func TestDiskSurvivesRestart(t *testing.T) {
 		t.Fatalf("Dir unlimited over a limited one: want ErrAlreadyExists, got %v", err)
 	}
 
-	// A host reboot unmounts everything; the next use mounts the image again.
+	// A host reboot unmounts everything. Usage only reads (it must not bring back a volume a
+	// release is removing); the next Dir mounts the image again.
 	_, mount, _ := q2.paths("keep")
 	if err := unix.Unmount(mount, 0); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := q2.Usage("keep"); !isolation.IsNotFound(err) {
+		t.Fatalf("Usage of an unmounted volume: want ErrNotFound, got %v", err)
+	}
+	if m, err := isMountPoint(mount); err != nil || m {
+		t.Fatalf("Usage mounted the volume again (mounted %v, %v)", m, err)
+	}
+	if _, err := q2.Dir("keep", 6*mib); err != nil {
+		t.Fatalf("Dir after the volume was unmounted: %v", err)
 	}
 	if after, err := q2.Usage("keep"); err != nil || after != before {
 		t.Fatalf("Usage after remount = %d, %v; want %d", after, err, before)
