@@ -67,6 +67,9 @@ type Agent struct {
 
 	runCtx context.Context // the Run context: BBS calls end with it
 	closed chan struct{}   // closed when Run returns: work goroutines stop reporting
+	// work counts the goroutines that run, resume, evacuate or return containers; Run waits
+	// for them (bounded by workStopTimeout) so that none touches the backend after it returns.
+	work sync.WaitGroup
 
 	metrics *metricsSampler
 }
@@ -207,7 +210,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	a.runCtx = ctx
-	defer close(a.closed)
+	defer func() {
+		close(a.closed)
+		a.waitWork(workStopTimeout)
+	}()
 
 	if err := a.restore(ctx); err != nil {
 		return err
@@ -239,6 +245,24 @@ func (a *Agent) Run(ctx context.Context) error {
 	cancel()
 	wg.Wait()
 	return nil
+}
+
+// workStopTimeout bounds how long Run waits, after it has stopped, for the work goroutines to
+// notice: one in the middle of a long create (an image pull) keeps going on its own.
+const workStopTimeout = 10 * time.Second
+
+// waitWork waits until the work goroutines have returned, or d has passed.
+func (a *Agent) waitWork(d time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		a.work.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(d):
+		a.log.Warn("stopped while container work is still in progress; it continues without reporting", "waited", d)
+	}
 }
 
 // APIAddress is the host:port the agent announces for its API ("" without an API). It is

@@ -42,9 +42,9 @@ func (a *Agent) evacuate(ctx context.Context) {
 		a.mu.Unlock()
 		switch {
 		case reported || evacuating:
-			go a.evacuateOne(c)
+			a.work.Go(func() { a.evacuateOne(c) })
 		case claimed:
-			go a.returnClaimed(c)
+			a.work.Go(func() { a.returnClaimed(c) })
 		}
 		// A reserved instance checks for the drain itself before claiming, or evacuates
 		// itself once it reports RUNNING.

@@ -23,7 +23,7 @@ func (a *Agent) startLRPLocked(rec *models.ActualLRP) {
 	c.key = rec.ActualLRPKey
 	c.seenRev = rec.Revision
 	a.addLocked(c)
-	go a.runLRP(c)
+	a.work.Go(func() { a.runLRP(c) })
 }
 
 // livenessFailureThreshold is how many liveness checks in a row must fail before a RUNNING
@@ -261,7 +261,7 @@ func (a *Agent) superviseLRP(c *container, cont isolation.Container, desired *mo
 	a.mu.Unlock()
 	log.Info("instance running", "address", ni.Address, "ports", ni.Ports, "timing", c.timing.since(time.Now()))
 	if draining {
-		go a.evacuateOne(c)
+		a.work.Go(func() { a.evacuateOne(c) })
 	}
 
 	live := make(chan error, 1)

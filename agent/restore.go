@@ -49,9 +49,9 @@ func (a *Agent) restore(ctx context.Context) error {
 			log = log.With("process_guid", c.key.ProcessGuid, "index", c.key.Index)
 			a.adopt(c)
 			if props[PropPhase] != phaseAction {
-				go a.abandonSetup(c, cont, log)
+				a.work.Go(func() { a.abandonSetup(c, cont, log) })
 			} else {
-				go a.resumeLRP(c, cont, log)
+				a.work.Go(func() { a.resumeLRP(c, cont, log) })
 			}
 		case KindTask:
 			c.taskGuid = props[PropTaskGuid]
@@ -59,17 +59,17 @@ func (a *Agent) restore(ctx context.Context) error {
 			a.adopt(c)
 			switch out, ok := decodeOutcome(props[PropOutcome]); {
 			case ok:
-				go func() {
+				a.work.Go(func() {
 					defer close(c.done)
 					a.completeTask(c, cont, out, log)
-				}()
+				})
 			case props[PropPhase] == phaseAction:
-				go a.resumeTask(c, cont, log)
+				a.work.Go(func() { a.resumeTask(c, cont, log) })
 			default:
-				go func() {
+				a.work.Go(func() {
 					defer close(c.done)
 					a.completeTask(c, cont, taskOutcome{Failed: true, Reason: ReasonSetupInterrupted}, log)
-				}()
+				})
 			}
 		default:
 			log.Warn("container of unknown kind; destroying it", "kind", c.kind)

@@ -26,7 +26,7 @@ func (a *Agent) startTaskLocked(t *models.Task) {
 	c.seenRev = t.Revision
 	a.addLocked(c)
 	task := *t
-	go a.runTask(c, &task)
+	a.work.Go(func() { a.runTask(c, &task) })
 }
 
 // runTask takes a task from reserved to COMPLETED: reserve, StartTask, create, run, report
