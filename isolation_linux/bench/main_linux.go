@@ -160,6 +160,13 @@ func trellisOnce(ctx context.Context, b *isolationlinux.Backend, i int, mode iso
 	if err != nil {
 		return err
 	}
+	destroyed := false
+	defer func() {
+		// A failed run must not leave its container (and so the bench's cgroups and network).
+		if !destroyed {
+			b.Destroy(context.WithoutCancel(ctx), handle)
+		}
+	}()
 	p, err := c.Run(ctx, isolation.ProcessSpec{Path: "/bin/true"}, isolation.ProcessIO{})
 	if err != nil {
 		return err
@@ -171,6 +178,7 @@ func trellisOnce(ctx context.Context, b *isolationlinux.Backend, i int, mode iso
 	if code != 0 {
 		return fmt.Errorf("/bin/true exited %d", code)
 	}
+	destroyed = true
 	return b.Destroy(ctx, handle)
 }
 
