@@ -3,8 +3,8 @@
 // from the standard CNI bridge plugin with host-local IPAM (Debian's
 // containernetworking-plugins in /usr/lib/cni), run through libcni. Outbound NAT and forwarding
 // accepts are rules shared by the whole bridge, installed once per network; each mapped port is
-// a DNAT rule added and removed in one iptables-restore transaction per container (rules.go);
-// lo is brought up in-process. The portmap, firewall and loopback plugins did the same with a
+// a DNAT rule, added and removed by iptables-restore transactions that concurrent Setups and
+// Teardowns share (rules.go, batch.go); lo is brought up in-process. The portmap, firewall and loopback plugins did the same with a
 // process per iptables rule, which made networking ten times the cost of a container start.
 //
 // A Network owns one state directory. In it live the IP leases (host-local's data directory),
@@ -12,7 +12,8 @@
 // gone, or by a restarted backend), one record per attached container and the host ports it
 // holds. Every decision that must survive a restart is on disk before it takes effect, and all
 // changes to the directory are serialised by a file lock, so two backends over the same state
-// directory never hand out one host port twice.
+// directory never hand out one host port twice. A Network keeps a copy of the records in memory
+// and re-reads them only when another writer changed the directory (state_linux.go).
 //
 // Typical use by the Linux backend:
 //

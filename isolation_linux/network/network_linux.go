@@ -19,6 +19,7 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	cnitypes "github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/trellis-run/trellis/isolation"
 )
@@ -95,7 +96,7 @@ func New(cfg Config) (*Network, error) {
 		cfg:     cfg,
 		log:     log.With("component", "network", "bridge", cfg.BridgeName),
 		state:   st,
-		cni:     libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, st.path(cniCacheDir), nil),
+		cni:     libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, st.path(cniCacheDir), pluginExec()),
 		list:    list,
 		rules:   newRuleSet(cfg.NetworkName, cfg.BridgeName, cfg.Subnet),
 		hostIP:  hostIP,
@@ -103,6 +104,15 @@ func New(cfg Config) (*Network, error) {
 	}
 	n.portRules.run = n.applyPortChanges
 	return n, nil
+}
+
+// pluginExec is what libcni would make on first use: given up front, because libcni makes it
+// without synchronisation and concurrent Setups would race to.
+func pluginExec() invoke.Exec {
+	return &invoke.DefaultExec{
+		RawExec:       &invoke.RawExec{Stderr: os.Stderr},
+		PluginDecoder: version.PluginDecoder{},
+	}
 }
 
 // Setup attaches the network namespace at netnsPath to the network as container handle: a
@@ -250,23 +260,24 @@ func (n *Network) attach(ctx context.Context, rec *record, raw cnitypes.Result) 
 	}
 	rec.Attached = true
 	if err := n.storePorts(ctx, rec, "-A"); err != nil {
-		return fmt.Errorf("map host ports: %w", err)
+		return fmt.Errorf("store attachment and map host ports: %w", err)
 	}
 	return nil
 }
 
-// portChange is a container's record update and the change of its DNAT rules that goes with
-// it: op "-A" adds them (rec is attached), "-D" deletes them (rec is detached).
+// portChange is a change of a container's record and of its DNAT rules that goes with it:
+// op "-A" stores rec (attached) and adds its rules; op "-D" removes rec (an attached one) and
+// deletes its rules.
 type portChange struct {
 	rec *record
 	op  string
 }
 
-// storePorts stores rec and makes its DNAT rules follow (op "-A" or "-D", see portChange), in
+// storePorts stores (op "-A") or removes (op "-D") rec and adds or deletes its DNAT rules, in
 // one critical section of the state lock, so that a rebuild (which writes the rules of every
 // attached record) never sees the record and the rules disagree. A record without rules is
-// just stored. Rule changes of concurrent calls are group-committed (applyPortChanges); once
-// queued, a change is carried out even if ctx ends meanwhile.
+// just stored or removed. Rule changes of concurrent calls are group-committed
+// (applyPortChanges); once queued, a change is carried out even if ctx ends meanwhile.
 func (n *Network) storePorts(ctx context.Context, rec *record, op string) error {
 	if len(rec.Ports) == 0 || rec.ContainerIP == "" {
 		unlock, err := n.state.lockState(ctx)
@@ -274,6 +285,9 @@ func (n *Network) storePorts(ctx context.Context, rec *record, op string) error 
 			return err
 		}
 		defer unlock()
+		if op == "-D" {
+			return n.state.remove(rec.ContainerID)
+		}
 		return n.state.put(rec, atomicUpdate)
 	}
 	if err := ctx.Err(); err != nil {
@@ -282,12 +296,13 @@ func (n *Network) storePorts(ctx context.Context, rec *record, op string) error 
 	return n.portRules.do(portChange{rec: rec, op: op})
 }
 
-// applyPortChanges runs one batch of portChanges under the state lock: it stores every
-// record, then applies every rule change in one iptables-restore transaction. If that fails,
-// each change is applied alone, so one bad change cannot fail the others; the changes that
-// still fail (most likely a rule to delete is missing, or the network's chain is: a firewall
-// reload, an operator) are settled by rebuilding the rules from the records, as a single
-// change always was. Errors are per change.
+// applyPortChanges runs one batch of portChanges under the state lock: it stores or removes
+// every record, then applies every rule change in one iptables-restore transaction. If that
+// fails, each change is applied alone, so one bad change cannot fail the others; the changes
+// that still fail (most likely a rule to delete is missing, or the network's chain is: a
+// firewall reload, an operator) are settled by rebuilding the rules from the records, as a
+// single change always was. Errors are per change; a removal that fails puts its record back,
+// so that a retried Teardown deletes the rules again.
 func (n *Network) applyPortChanges(batch []portChange) []error {
 	errs := make([]error, len(batch))
 	// Not a caller's context: the batch serves several callers, none of which may cut it short.
@@ -304,7 +319,12 @@ func (n *Network) applyPortChanges(batch []portChange) []error {
 	var stored []int
 	var changes []dnatChange
 	for i, c := range batch {
-		if errs[i] = n.state.put(c.rec, atomicUpdate); errs[i] == nil {
+		if c.op == "-D" {
+			errs[i] = n.state.remove(c.rec.ContainerID)
+		} else {
+			errs[i] = n.state.put(c.rec, atomicUpdate)
+		}
+		if errs[i] == nil {
 			stored = append(stored, i)
 			changes = append(changes, dnatChange{op: c.op, rules: containerPortRules(c.rec.ContainerID, c.rec.ContainerIP, c.rec.Ports)})
 		}
@@ -336,10 +356,15 @@ func (n *Network) applyPortChanges(batch []portChange) []error {
 	}
 	rerr := n.rebuildLocked(ctx)
 	for _, i := range failed {
-		if rerr != nil {
-			errs[i] = fmt.Errorf("%w; then: %w", errs[i], rerr)
-		} else {
+		if rerr == nil {
 			errs[i] = nil
+			continue
+		}
+		errs[i] = fmt.Errorf("%w; then: %w", errs[i], rerr)
+		if batch[i].op == "-D" {
+			if err := n.state.put(batch[i].rec, atomicUpdate); err != nil {
+				errs[i] = errors.Join(errs[i], fmt.Errorf("keep the record for a retry: %w", err))
+			}
 		}
 	}
 	return errs
@@ -425,8 +450,10 @@ func (n *Network) Teardown(ctx context.Context, handle, netnsPath string) error 
 	return nil
 }
 
-// detach removes the container's DNAT rules and runs the CNI DEL (at the same time: they touch
-// different things), removes what the plugins may leave, then the record.
+// detach runs the CNI DEL, removes what the plugins may leave, then forgets the container:
+// its record and its DNAT rules go together (storePorts), once nothing else needs the record
+// for a retry. Until then a mapped port still leads to the container's old address, which
+// nothing answers.
 func (n *Network) detach(ctx context.Context, rec *record, netnsPath string) error {
 	ns := netnsPath
 	if !isNetNS(ns) {
@@ -436,19 +463,8 @@ func (n *Network) detach(ctx context.Context, rec *record, netnsPath string) err
 	if !rec.OwnRules {
 		list = n.cachedList(rec.ContainerID)
 	}
-	rt := n.runtimeConf(rec.ContainerID, ns)
-	var rulesErr error
-	var wg sync.WaitGroup
-	if rec.OwnRules {
-		wg.Go(func() { rulesErr = n.unmapPorts(ctx, rec) })
-	}
-	delErr := n.cni.DelNetworkList(ctx, list, rt)
-	wg.Wait()
-	if delErr != nil {
-		return errors.Join(fmt.Errorf("%w: %w", ErrPlugin, delErr), rulesErr)
-	}
-	if rulesErr != nil {
-		return rulesErr
+	if err := n.cni.DelNetworkList(ctx, list, n.runtimeConf(rec.ContainerID, ns)); err != nil {
+		return fmt.Errorf("%w: %w", ErrPlugin, err)
 	}
 	if !rec.OwnRules {
 		if removed, err := sweepNAT(ctx, n.cfg.NetworkName, rec.ContainerID); err != nil {
@@ -460,26 +476,17 @@ func (n *Network) detach(ctx context.Context, rec *record, netnsPath string) err
 	if err := removeStaleVeth(ctx, rec); err != nil {
 		return err
 	}
-	unlock, err := n.state.lockState(ctx)
-	if err != nil {
-		return err
+	if !rec.OwnRules || !rec.Attached {
+		// No DNAT rules of ours: the plugins' are gone with the DEL and the sweep, and a
+		// record never attached (or detached by an earlier version) has none.
+		unlock, err := n.state.lockState(ctx)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		return n.state.remove(rec.ContainerID)
 	}
-	defer unlock()
-	return n.state.remove(rec.ContainerID)
-}
-
-// unmapPorts deletes the container's DNAT rules, which the record lists exactly (no
-// iptables-save), and marks the record detached in the same critical section (storePorts), so
-// a concurrent rebuild never brings them back. A record already detached by an earlier
-// attempt has no rules left. If the deletion fails (a rule is missing: a firewall reload, an
-// operator), the rules are rebuilt from the records instead, without this container's.
-func (n *Network) unmapPorts(ctx context.Context, rec *record) error {
-	if !rec.Attached {
-		return nil
-	}
-	detached := rec.clone()
-	detached.Attached = false
-	if err := n.storePorts(ctx, detached, "-D"); err != nil {
+	if err := n.storePorts(ctx, rec, "-D"); err != nil {
 		return fmt.Errorf("unmap host ports: %w", err)
 	}
 	return nil
