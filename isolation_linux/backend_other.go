@@ -31,3 +31,6 @@ func MaybeRunInit() {}
 func BuildBusyboxStack(dir, busybox string) error {
 	return fmt.Errorf("isolation_linux: %w: needs Linux", isolation.ErrUnsupported)
 }
+
+// EnsureSharedMount does nothing: mount propagation is a Linux matter.
+func EnsureSharedMount(dir string) (bool, error) { return false, nil }

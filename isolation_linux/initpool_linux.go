@@ -708,6 +708,24 @@ func sameView(pid int, paths []string) error {
 	return nil
 }
 
+// EnsureSharedMount makes dir a shared mount (ShareMount) unless the mount holding it already
+// propagates, so that a backend whose StateDir and DiskDir lie below dir keeps an init pool. It
+// reports whether it mounted; the mount stays (a second call finds it shared and does
+// nothing). Errors: as ShareMount's, or mountinfo could not be read.
+func EnsureSharedMount(dir string) (bool, error) {
+	shared, err := onSharedMount(dir)
+	if err != nil {
+		return false, fmt.Errorf("checking mount propagation of %s: %w", dir, err)
+	}
+	if shared {
+		return false, nil
+	}
+	if _, err := ShareMount(dir); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
 // ShareMount bind-mounts dir on itself and makes the mount shared, so that mounts made under
 // it propagate into mount namespaces copied from the host, as they do on a host whose root is
 // shared (systemd's default). It is for hosts, tests and benchmarks whose root mount is

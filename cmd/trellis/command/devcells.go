@@ -20,6 +20,7 @@ import (
 	"github.com/trellis-run/trellis/agent"
 	"github.com/trellis-run/trellis/bbs/certs"
 	"github.com/trellis-run/trellis/bbs/models"
+	isolationlinux "github.com/trellis-run/trellis/isolation_linux"
 )
 
 // devCellSpec describes one cell of a dev cluster, as written in a --cells-file.
@@ -261,6 +262,11 @@ func devCellsRoot(plan devNetwork) (string, error) {
 	root := filepath.Join(devCellsRootBase, plan.bridgePrefix)
 	if err := os.MkdirAll(root, 0o711); err != nil {
 		return "", err
+	}
+	// As on a systemd host, where / is a shared mount, so that the cells' backends keep their
+	// pools of started container inits (they need mounts made later to reach those inits).
+	if _, err := isolationlinux.EnsureSharedMount(root); err != nil {
+		return "", fmt.Errorf("dev: make %s a shared mount: %w", root, err)
 	}
 	for d := root; d != "/" && d != "."; d = filepath.Dir(d) {
 		st, err := os.Stat(d)

@@ -85,8 +85,9 @@ func agentsUnder(root string) []int {
 	return pids
 }
 
-// unmountUnder detaches whatever is still mounted below dir (deepest first), so that removing
-// dir never deletes through a mount into what it holds.
+// unmountUnder detaches whatever is still mounted at or below dir (deepest first; dev makes dir
+// itself a shared bind mount), so that removing dir never deletes through a mount into what it
+// holds.
 func unmountUnder(dir string) error {
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
@@ -94,7 +95,7 @@ func unmountUnder(dir string) error {
 	}
 	var mounts []string
 	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+		if f := strings.Fields(line); len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
 			mounts = append(mounts, f[4])
 		}
 	}
