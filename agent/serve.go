@@ -15,6 +15,12 @@ import (
 // BBS calls) before it gives up and leaves the remaining containers running.
 const drainGrace = time.Minute
 
+// bbsConns bounds the agent's connections to the BBS (its event stream included). Placing
+// hundreds of instances on a cell at once starts as many claims together; unbounded, each
+// opened a connection (a TLS handshake on both sides, for one request) and closed it again.
+// Requests beyond the bound wait for a connection, which is cheaper than making one.
+const bbsConns = 16
+
 // NewBBSClient returns the client of the BBS the agent's configuration names, authenticated as
 // the cell (certificate CommonName "cell:<cell_id>", or that identity in insecure mode).
 func NewBBSClient(cfg Config) (*client.Client, error) {
@@ -23,6 +29,7 @@ func NewBBSClient(cfg Config) (*client.Client, error) {
 	if cfg.BBS.Insecure {
 		cc.Identity = certs.Identity{Role: certs.RoleCell, CellID: cfg.CellID}.String()
 	}
+	cc.MaxConns = bbsConns
 	c, err := client.New(cc)
 	if err != nil {
 		return nil, fmt.Errorf("agent: bbs client: %w", err)
