@@ -1,6 +1,7 @@
 package health
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -112,7 +114,6 @@ type Checker struct {
 	cfg    Config
 	sink   logs.Sink
 	log    *slog.Logger
-	client *http.Client
 	sinkMu sync.Mutex
 }
 
@@ -128,14 +129,6 @@ func NewChecker(cfg Config) (*Checker, error) {
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
-	}
-	// A fresh connection per probe, as a client that only checks liveness would make;
-	// redirects are not followed (a 3xx is not a 200).
-	c.client = &http.Client{
-		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
 	}
 	return c, nil
 }
@@ -225,21 +218,57 @@ func (c *Checker) probe(ctx context.Context, p probe) error {
 	if err != nil {
 		return fmt.Errorf("build request: %w", err)
 	}
-	resp, err := c.client.Do(req)
+	resp, err := getOnce(pctx, req)
 	if err != nil {
 		return timeoutError(err, pctx, p.timeout)
 	}
-	defer resp.Body.Close()
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("GET %s answered %s, want 200 OK", req.URL, resp.Status)
 	}
 	return nil
 }
 
-// timeoutError names the probe timeout when it is what ended err.
+// getOnce sends req on a connection of its own and reads the response head and at most 4 KiB
+// of body, all within ctx: a fresh connection per probe, as a client that only checks liveness
+// would make, and no redirect followed (a 3xx is not a 200). It speaks HTTP/1.1 on the
+// connection directly rather than through an http.Transport, whose connection pool and
+// per-connection goroutines are overhead for a connection used once; a cell probes every
+// instance every interval.
+func getOnce(ctx context.Context, req *http.Request) (*http.Response, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", req.URL.Host)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	if deadline, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(deadline)
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	req.Close = true // "Connection: close"
+	if err := req.Write(conn); err != nil {
+		return nil, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+	if err != nil {
+		return nil, err
+	}
+	_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+	resp.Body.Close()
+	if err != nil && resp.StatusCode == http.StatusOK {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// timeoutError names the probe timeout when it is what ended err: the probe's context, or the
+// connection deadline taken from it (which may pass a moment before the context says so).
 func timeoutError(err error, pctx context.Context, timeout time.Duration) error {
-	if errors.Is(pctx.Err(), context.DeadlineExceeded) {
+	if errors.Is(pctx.Err(), context.Canceled) {
+		return fmt.Errorf("%w: %w", context.Canceled, err)
+	}
+	if errors.Is(pctx.Err(), context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
 		return fmt.Errorf("no answer within %v: %w", timeout, err)
 	}
 	return err

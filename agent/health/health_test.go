@@ -169,6 +169,33 @@ func TestProbe(t *testing.T) {
 	}))
 	t.Cleanup(slow.Close)
 	p.set(8084, strings.TrimPrefix(slow.URL, "http://"))
+	// A redirect to a healthy page is not followed; a 200 with a cut-off body is a failure.
+	var conns atomic.Int32
+	odd := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/moved":
+			http.Redirect(w, r, "/health", http.StatusFound)
+		case "/cut":
+			w.Header().Set("Content-Length", "100")
+			w.WriteHeader(http.StatusOK)
+			w.Write([]byte("short"))
+			panic(http.ErrAbortHandler)
+		default:
+			if r.Header.Get("Connection") != "close" {
+				w.WriteHeader(http.StatusBadRequest) // a probe never keeps its connection
+				return
+			}
+			w.WriteHeader(http.StatusOK)
+		}
+	}))
+	odd.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	odd.Start()
+	t.Cleanup(odd.Close)
+	p.set(8085, strings.TrimPrefix(odd.URL, "http://"))
 	c := newChecker(t, p, nil, nil)
 	for _, tc := range []struct {
 		name  string
@@ -181,6 +208,9 @@ func TestProbe(t *testing.T) {
 		{"http wrong path", httpCheck(8082, "/other"), "404"},
 		{"http 503", httpCheck(8083, "/health"), "503"},
 		{"http timeout", models.Check{HTTP: &models.HTTPCheck{Port: 8084, TimeoutMs: 100}}, "no answer within 100ms"},
+		{"http redirect not followed", httpCheck(8085, "/moved"), "302"},
+		{"http body cut off", httpCheck(8085, "/cut"), "EOF"},
+		{"http connection closed after", httpCheck(8085, "/health"), ""},
 		{"unmapped port", tcpCheck(9999), "not mapped"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -195,6 +225,16 @@ func TestProbe(t *testing.T) {
 				t.Fatalf("Probe = %v, want an error containing %q", err, tc.want)
 			}
 		})
+	}
+	// Every probe of the server opened a connection of its own.
+	before := conns.Load()
+	for range 3 {
+		if err := c.Probe(context.Background(), httpCheck(8085, "/health")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := conns.Load() - before; got != 3 {
+		t.Fatalf("3 probes opened %d connections, want 3", got)
 	}
 }
 
