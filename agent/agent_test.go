@@ -231,6 +231,9 @@ func TestCrashReasons(t *testing.T) {
 		{"out of memory", func(d *models.DesiredLRP) {
 			d.Action = &models.Action{Run: &models.RunAction{Path: progHog, Args: []string{"100"}}}
 		}, ReasonOutOfMemory},
+		{"disk limit", func(d *models.DesiredLRP) {
+			d.Action = &models.Action{Run: &models.RunAction{Path: progFill, Args: []string{"100"}}}
+		}, ReasonDiskLimit + " (exited with status 1)"},
 		{"health check", func(d *models.DesiredLRP) {
 			d.CheckDefinition.Checks[0] = models.Check{TCP: &models.TCPCheck{Port: 9999, IntervalMs: 50, TimeoutMs: 200}}
 			d.StartTimeoutMs = 500

@@ -22,6 +22,9 @@ const (
 	ReasonVanished = "container vanished while the agent was down"
 	// ReasonOutOfMemory: the container reported an out-of-memory event.
 	ReasonOutOfMemory = "out of memory"
+	// ReasonDiskLimit: the container's disk was at its limit (isolation.EventDiskLimit) when
+	// its process failed, or the backend killed it for writing past the limit.
+	ReasonDiskLimit = "disk limit exceeded"
 	// ReasonDraining: work placed on a draining cell is refused with this reason.
 	ReasonDraining = "cell is draining"
 	// ReasonSetupInterrupted: a task's setup (downloads before any process ran) was cut short

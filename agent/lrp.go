@@ -366,11 +366,15 @@ func (a *Agent) exitReason(cont isolation.Container, err error) string {
 }
 
 // failureReason is the reason reported for err: "out of memory" when the container reported
-// an OOM event, else actions.Reason.
+// an OOM event, "disk limit exceeded" when its process exited while its disk was at its limit,
+// else actions.Reason.
 func (a *Agent) failureReason(cont isolation.Container, err error) string {
 	var exit *actions.ExitError
 	if (errors.As(err, &exit) && exit.OutOfMemory) || hasEvent(context.Background(), cont, isolation.EventOutOfMemory) {
 		return ReasonOutOfMemory
+	}
+	if errors.As(err, &exit) && hasEvent(context.Background(), cont, isolation.EventDiskLimit) {
+		return ReasonDiskLimit + " (" + actions.Reason(err) + ")"
 	}
 	return actions.Reason(err)
 }

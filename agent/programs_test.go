@@ -20,6 +20,9 @@ const (
 	// progHog reports args[0] MiB of memory use (the backend OOM-kills past the limit), then
 	// runs until terminated.
 	progHog = "/bin/hog"
+	// progFill writes a file of args[0] MiB and exits 1 if that fails (a full disk), else
+	// runs until terminated.
+	progFill = "/bin/fill"
 )
 
 // webStarts counts the starts of progWeb by instance guid, so that tests can tell a
@@ -37,6 +40,20 @@ func starts(guid string) int32 {
 func registerPrograms(m *isolationtest.Memory) {
 	m.RegisterProgram(progWeb, webProgram)
 	m.RegisterProgram(progHog, hogProgram)
+	m.RegisterProgram(progFill, fillProgram)
+}
+
+func fillProgram(ctx context.Context, pc *isolationtest.ProcContext) int {
+	mb, _ := strconv.Atoi(pc.Args[0])
+	if err := pc.WriteFile("/fill", make([]byte, mb<<20), 0o644); err != nil {
+		fmt.Fprintln(pc.Stderr, err)
+		return 1
+	}
+	select {
+	case <-ctx.Done():
+	case <-pc.Killed():
+	}
+	return isolationtest.ExitTerminated
 }
 
 func webProgram(ctx context.Context, pc *isolationtest.ProcContext) int {

@@ -96,7 +96,7 @@ export TRELLIS_WINE=1
 # only the tests that need Windows APIs run, unless flags choose otherwise.
 e2e=${TRELLIS_WINE_E2E:-1}
 if [ $# -eq 0 ]; then
-  set -- -test.run='^(TestConformanceProcessMode|TestProcessTreeDiesWithContainer|TestDocumentsMatchHcsshimTypes|TestProcessModeNetInfo)$' -test.v
+  set -- -test.run='^(TestConformanceProcessMode|TestProcessTreeDiesWithContainer|TestDiskLimitProcessMode|TestDocumentsMatchHcsshimTypes|TestProcessModeNetInfo)$' -test.v
 else
   e2e=0
 fi

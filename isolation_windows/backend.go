@@ -32,6 +32,8 @@ type Backend struct {
 	containers map[string]*container
 	creating   map[string]bool
 	closed     bool
+	// stopWatch ends the disk watchdog (nil without process mode).
+	stopWatch chan struct{}
 }
 
 var _ isolation.Backend = (*Backend)(nil)
@@ -93,6 +95,10 @@ func newBackend(ctx context.Context, cfg Config, logger *slog.Logger, d deps) (*
 		b.Close()
 		return nil, err
 	}
+	if b.drivers[ModeProcess] != nil {
+		b.stopWatch = make(chan struct{})
+		go b.watchDisks(b.stopWatch)
+	}
 	return b, nil
 }
 
@@ -142,6 +148,9 @@ func (b *Backend) Close() error {
 	}
 	b.closed = true
 	cs := slices.Collect(maps.Values(b.containers))
+	if b.stopWatch != nil {
+		close(b.stopWatch)
+	}
 	b.mu.Unlock()
 	for _, c := range cs {
 		c.mu.Lock()

@@ -31,6 +31,9 @@ const (
 	DefaultMaxContainers = 250
 	DefaultNATNetwork    = "nat"
 	DefaultStopTimeout   = 30 * time.Second
+	// DefaultDiskCheckInterval is how often process mode measures its disk-limited containers.
+	DefaultDiskCheckInterval = 5 * time.Second
+	minDiskCheckInterval     = 100 * time.Millisecond
 )
 
 // StackConfig says how containers of one preloaded stack are made.
@@ -72,6 +75,11 @@ type Config struct {
 	KeepAcrossRestart bool
 	// StopTimeout bounds how long Stop and Destroy wait for processes to exit after a kill.
 	StopTimeout time.Duration
+	// DiskCheckInterval is how often the backend measures the private directory of every
+	// process-mode container (diskwatch.go): one over its Limits.DiskBytes is reported with
+	// the event "disk limit exceeded" and its processes are killed. Zero means
+	// DefaultDiskCheckInterval; at least 100ms otherwise.
+	DiskCheckInterval time.Duration
 }
 
 // DefaultConfig returns the configuration a cell uses unless told otherwise.
@@ -136,6 +144,9 @@ func (c Config) Validate() error {
 	}
 	if c.StopTimeout <= 0 {
 		return fmt.Errorf("%w: Config.StopTimeout must be > 0", isolation.ErrInvalidSpec)
+	}
+	if c.DiskCheckInterval != 0 && c.DiskCheckInterval < minDiskCheckInterval {
+		return fmt.Errorf("%w: Config.DiskCheckInterval %v: want 0 (the default, %v) or at least %v", isolation.ErrInvalidSpec, c.DiskCheckInterval, DefaultDiskCheckInterval, minDiskCheckInterval)
 	}
 	return nil
 }

@@ -34,6 +34,8 @@ type container struct {
 	destroyed bool
 	// openErr says why a container found in the state dir has no isolation any more.
 	openErr error
+	// diskUsed is the size of a process-mode container's files at the last disk check.
+	diskUsed uint64
 }
 
 var _ isolation.Container = (*container)(nil)
@@ -128,6 +130,11 @@ func (c *container) Metrics(ctx context.Context) (isolation.Metrics, error) {
 		if m, err = c.driver().metrics(ctx, &rec); err != nil {
 			return isolation.Metrics{}, fmt.Errorf("isolation_windows: metrics of %q: %w", c.handle, err)
 		}
+	}
+	if rec.Mode == ModeProcess {
+		c.mu.Lock()
+		m.DiskBytes = c.diskUsed
+		c.mu.Unlock()
 	}
 	m.MemoryLimitBytes = rec.Spec.Limits.MemoryBytes
 	m.DiskLimitBytes = rec.Spec.Limits.DiskBytes

@@ -58,9 +58,6 @@ func checkModeSupport(mode Mode, spec isolation.ContainerSpec) error {
 	}
 	switch mode {
 	case ModeProcess:
-		if spec.Limits.DiskBytes != 0 {
-			return unsupportedf("process mode: Limits.DiskBytes: a private directory on the host volume has no per-container quota")
-		}
 		if spec.Network == isolation.NetworkNone {
 			return unsupportedf("process mode: Network %q: processes share the host's network stack", spec.Network)
 		}

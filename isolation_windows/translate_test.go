@@ -137,7 +137,7 @@ func TestModeSupport(t *testing.T) {
 	}{
 		{"process plain", ModeProcess, isolation.ContainerSpec{}, false},
 		{"process privileged", ModeProcess, isolation.ContainerSpec{Privileged: true}, true},
-		{"process disk limit", ModeProcess, isolation.ContainerSpec{Limits: isolation.Limits{DiskBytes: 1}}, true},
+		{"process disk limit (the disk watchdog enforces it)", ModeProcess, isolation.ContainerSpec{Limits: isolation.Limits{DiskBytes: 1}}, false},
 		{"process network none", ModeProcess, isolation.ContainerSpec{Network: isolation.NetworkNone}, true},
 		{"process read-only bind", ModeProcess, isolation.ContainerSpec{BindMounts: []isolation.BindMount{{SrcPath: `C:\x`, DstPath: "/x", ReadOnly: true}}}, true},
 		{"process rw bind", ModeProcess, isolation.ContainerSpec{BindMounts: []isolation.BindMount{{SrcPath: `C:\x`, DstPath: "/x"}}}, false},

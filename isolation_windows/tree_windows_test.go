@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -120,5 +121,44 @@ func TestDocumentsMatchHcsshimTypes(t *testing.T) {
 				t.Errorf("%s: field %s = %s after a round trip through %T, want %s", tc.file, k, gb, tc.target, wb)
 			}
 		}
+	}
+}
+
+// A process-mode container that writes past its disk limit is reported with the event "disk
+// limit exceeded" and its processes are killed at the next disk check.
+func TestDiskLimitProcessMode(t *testing.T) {
+	helper := helperPath(t)
+	cfg := processConfig(scratchDir(t))
+	cfg.DiskCheckInterval = 200 * time.Millisecond
+	b := newProcessBackend(t, cfg)
+	t.Cleanup(func() { destroyAll(t, b) })
+	ctx := context.Background()
+	c, err := b.Create(ctx, isolation.ContainerSpec{Handle: "disk", RootFS: "preloaded:" + processStack,
+		Limits: isolation.Limits{DiskBytes: 64 << 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.Run(ctx, isolation.ProcessSpec{Path: helper, Args: []string{"fill-sleep", "/big", strconv.Itoa(1 << 20)}}, isolation.ProcessIO{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if code, err := p.Wait(wctx); err != nil || code != exitKilled {
+		t.Fatalf("Wait = %d, %v; want %d (killed by the disk watchdog)", code, err, exitKilled)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(info.Events, isolation.EventDiskLimit) {
+		t.Fatalf("events = %q, want %q", info.Events, isolation.EventDiskLimit)
+	}
+	m, err := c.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.DiskBytes < 1<<20 || m.DiskLimitBytes != 64<<10 {
+		t.Fatalf("Metrics: disk %d of %d, want at least %d of %d", m.DiskBytes, m.DiskLimitBytes, 1<<20, 64<<10)
 	}
 }

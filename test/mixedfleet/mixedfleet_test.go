@@ -146,12 +146,12 @@ func TestMixedFleet(t *testing.T) {
 // destroyed counts the containers an agent has logged as destroyed.
 func destroyed(p *process) int { return strings.Count(p.output(), `msg="container destroyed"`) }
 
-// windowsLRP is the hello-app droplet on the windows2016 stack. disk_mb is 0: process mode
-// has no per-container disk quota and refuses a disk limit rather than ignore it.
+// windowsLRP is the hello-app droplet on the windows2016 stack, with a disk limit as real
+// LRPs have (process mode enforces it with its disk watchdog).
 func windowsLRP(guid, droplet string) *models.DesiredLRP {
 	return &models.DesiredLRP{
 		ProcessGuid: guid, Domain: "mixedfleet", RootFS: "preloaded:windows2016", Instances: 2,
-		MemoryMB: 64, Ports: []uint32{8080},
+		MemoryMB: 64, DiskMB: 128, Ports: []uint32{8080},
 		Env:    []models.EnvironmentVariable{{Name: "GREETING", Value: "hello from a windows cell"}},
 		Setup:  &models.Action{Download: &models.DownloadAction{From: droplet, To: "/app", CacheKey: "hello-droplet-windows"}},
 		Action: &models.Action{Run: &models.RunAction{Path: "/app/hello-app.exe"}},

@@ -6,6 +6,8 @@
 //
 //	spawn-sleep PIDFILE   start a child "sleep", write its pid to PIDFILE, print "ready"
 //	                      and sleep until killed
+//	fill-sleep FILE N     write N bytes to FILE, print "ready" and sleep until killed (for
+//	                      the disk watchdog test)
 package main
 
 import (
@@ -43,6 +45,24 @@ func main() {
 		for {
 			time.Sleep(time.Hour)
 		}
+	case "fill-sleep":
+		if len(args) != 3 {
+			fmt.Fprintln(os.Stderr, "usage: fill-sleep FILE BYTES")
+			os.Exit(2)
+		}
+		n, err := strconv.Atoi(args[2])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "fill-sleep:", err)
+			os.Exit(2)
+		}
+		if err := os.WriteFile(inContainer(args[1]), make([]byte, n), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "fill-sleep:", err)
+			os.Exit(1)
+		}
+		fmt.Print(isolationtest.ReadyLine)
+		for {
+			time.Sleep(time.Hour)
+		}
 	case "spawn-sleep":
 		if len(args) != 2 {
 			fmt.Fprintln(os.Stderr, "usage: spawn-sleep PIDFILE")
@@ -53,11 +73,7 @@ func main() {
 			fmt.Fprintln(os.Stderr, "spawn-sleep:", err)
 			os.Exit(1)
 		}
-		pidFile := args[1]
-		if root := os.Getenv(testprog.RootEnv); root != "" && len(pidFile) > 0 && pidFile[0] == '/' {
-			pidFile = filepath.Join(root, filepath.FromSlash(pidFile))
-		}
-		if err := os.WriteFile(pidFile, []byte(strconv.Itoa(child.Process.Pid)), 0o644); err != nil {
+		if err := os.WriteFile(inContainer(args[1]), []byte(strconv.Itoa(child.Process.Pid)), 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, "spawn-sleep:", err)
 			os.Exit(1)
 		}
@@ -67,4 +83,12 @@ func main() {
 		}
 	}
 	os.Exit(testprog.Main(args, os.Stdin, os.Stdout, os.Stderr))
+}
+
+// inContainer maps a container path ("/x") onto the container's directory.
+func inContainer(p string) string {
+	if root := os.Getenv(testprog.RootEnv); root != "" && len(p) > 0 && p[0] == '/' {
+		return filepath.Join(root, filepath.FromSlash(p))
+	}
+	return p
 }
