@@ -161,6 +161,15 @@ func lrpProperties(cellID string, key models.ActualLRPKey, guid string, r models
 	}
 }
 
+// withPhase records phase setup in p when the work has a setup to run: a container is
+// created in the phase it starts in, which spares rewriting its properties right away.
+func withPhase(p isolation.Properties, setup bool) isolation.Properties {
+	if setup {
+		p[PropPhase] = phaseSetup
+	}
+	return p
+}
+
 // taskProperties are the properties a task's container is created with.
 func taskProperties(cellID, taskGuid string, r models.Resources) isolation.Properties {
 	return isolation.Properties{

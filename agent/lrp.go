@@ -116,7 +116,7 @@ func (a *Agent) runLRP(c *container) {
 		RootFS:     desired.RootFS,
 		Limits:     limits(desired.MemoryMB, desired.DiskMB, desired.CPUWeight, desired.MaxPids),
 		NetIn:      netIn(desired.Ports),
-		Properties: lrpProperties(a.cfg.CellID, c.key, c.handle, c.res),
+		Properties: withPhase(lrpProperties(a.cfg.CellID, c.key, c.handle, c.res), desired.Setup != nil),
 		Privileged: desired.Privileged,
 		ImageAuth:  imageAuth(desired.ImageUsername, desired.ImagePassword),
 		Progress:   pull,
@@ -175,7 +175,7 @@ func (a *Agent) superviseLRP(c *container, cont isolation.Container, desired *mo
 	}
 
 	if !resume && desired.Setup != nil {
-		cont.SetProperty(c.stopCtx, PropPhase, phaseSetup)
+		// The container was created in phase setup (lrpProperties).
 		r, err := runner(phaseSetup, false)
 		if err == nil {
 			err = r.Run(c.stopCtx, desired.Setup)
