@@ -56,15 +56,16 @@ func MaybeRunInit() {
 // container lives in its state dir and its init, so a new Backend over the same Config finds
 // them all. Its methods are safe for concurrent use.
 type Backend struct {
-	cfg    Config
-	log    *slog.Logger
-	init   *os.File // sealed copy of the init binary
-	layers *layerCache
-	images *imageLayers
-	disk   *diskDirs
-	net    *network.Network
-	netErr error     // why bridge networking is unavailable, when net is nil
-	pool   *initPool // nil when Config.InitPoolSize is 0 or mounts do not propagate
+	cfg     Config
+	log     *slog.Logger
+	init    *os.File // sealed copy of the init binary
+	spawner *spawner // starts the inits (spawner_linux.go)
+	layers  *layerCache
+	images  *imageLayers
+	disk    *diskDirs
+	net     *network.Network
+	netErr  error     // why bridge networking is unavailable, when net is nil
+	pool    *initPool // nil when Config.InitPoolSize is 0 or mounts do not propagate
 
 	// The seccomp profile BuildSpec puts in every config.json, compiled once for all inits.
 	seccompProfile *specs.LinuxSeccomp
@@ -119,6 +120,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Backend, error)
 		cfg:      cfg,
 		log:      logger,
 		init:     sealed,
+		spawner:  newSpawner(sealed),
 		layers:   layers,
 		images:   newImageLayers(cfg, logger),
 		disk:     disk,
@@ -164,10 +166,12 @@ func checkTraversable(dir string) error {
 	}
 }
 
-// Close retires the pool of container inits, releases the sealed init binary and closes the
-// image store. Containers keep running.
+// Close retires the pool of container inits, ends the init spawner, releases the sealed init
+// binary and closes the image store. Containers keep running.
 func (b *Backend) Close() error {
-	return errors.Join(b.pool.close(), b.images.close(), b.init.Close())
+	poolErr := b.pool.close()
+	b.spawner.close()
+	return errors.Join(poolErr, b.images.close(), b.init.Close())
 }
 
 // UninstallNetwork removes what the backend's container network left on the host once no

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 
 	"github.com/trellis-run/trellis/isolation_linux/resources"
 )
@@ -42,9 +41,11 @@ import (
 
 // cgroupBirth places one container's init in its cgroup.
 type cgroupBirth struct {
-	cg      *resources.Cgroup
-	dir     *os.File // v2: the cgroup's directory, for CLONE_INTO_CGROUP
-	adopted bool     // the init's own cgroup was renamed to cg (resources.Adopt): it is there
+	cg *resources.Cgroup
+	// dir (v2) is the cgroup's directory, which the spawner clones the init into
+	// (CLONE_INTO_CGROUP); the caller keeps it open until the init is started.
+	dir     *os.File
+	adopted bool // the init's own cgroup was renamed to cg (resources.Adopt): it is there
 }
 
 // planCgroupBirth prepares to place an init in cg.
@@ -59,15 +60,6 @@ func planCgroupBirth(cg *resources.Cgroup) (*cgroupBirth, error) {
 		cb.dir = dir
 	}
 	return cb, nil
-}
-
-// prepare sets attr so that the child is born in the cgroup where the kernel can do that
-// (v2). The caller keeps cb open until the child is started.
-func (cb *cgroupBirth) prepare(attr *syscall.SysProcAttr) {
-	if cb.dir != nil {
-		attr.UseCgroupFD = true
-		attr.CgroupFD = int(cb.dir.Fd())
-	}
 }
 
 // place moves the started, still held init pid into the cgroup where it was not born in it

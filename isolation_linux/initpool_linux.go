@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"runtime"
@@ -74,8 +73,9 @@ type startedInit struct {
 }
 
 // spawnInit executes the sealed init binary in new namespaces (user namespace with the
-// backend's uid map unless privileged), with log as its stdout and stderr until started.
-// birth, when set, makes the kernel create it in a container's cgroup (cgroup v2).
+// backend's uid map unless privileged), with log as its stdout and stderr until started,
+// through the backend's init spawner (spawner_linux.go), so that the backend itself never
+// forks. birth, when set, makes the kernel create it in a container's cgroup (cgroup v2).
 func (b *Backend) spawnInit(privileged bool, birth *cgroupBirth, log *os.File, label string) (*startedInit, error) {
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -83,57 +83,24 @@ func (b *Backend) spawnInit(privileged bool, birth *cgroupBirth, log *os.File, l
 	}
 	ours, theirs := os.NewFile(uintptr(pair[0]), "init-start"), os.NewFile(uintptr(pair[1]), "init-start")
 	defer theirs.Close()
-	devNull, err := os.Open(os.DevNull)
-	if err != nil {
-		ours.Close()
-		return nil, err
-	}
-	defer devNull.Close()
-
-	flags := uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET)
-	attr := &syscall.SysProcAttr{Setsid: true}
+	req := containerinit.SpawnRequest{Label: label, Idle: label == poolLabel}
 	if !privileged {
-		flags |= unix.CLONE_NEWUSER
-		m := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(b.cfg.UIDMapStart), Size: int(b.cfg.UIDMapSize)}}
-		attr.UidMappings, attr.GidMappings = m, m
-		attr.GidMappingsEnableSetgroups = true
-		attr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
+		req.UIDMapStart, req.UIDMapSize = int(b.cfg.UIDMapStart), int(b.cfg.UIDMapSize)
 	}
-	attr.Cloneflags = flags
-	if birth != nil {
-		birth.prepare(attr)
+	files := []*os.File{log, theirs}
+	if birth != nil && birth.dir != nil {
+		req.CgroupDir = true
+		files = append(files, birth.dir)
 	}
-	cmd := &exec.Cmd{
-		Path:   "/proc/self/fd/" + strconv.Itoa(containerinit.FdBinary),
-		Args:   []string{containerinit.Argv0, label},
-		Env:    []string{},
-		Dir:    "/",
-		Stdout: log,
-		Stderr: log,
-		// Positions 3..6 hold /dev/null until the StartMessage brings the real descriptors;
-		// the sealed binary is at containerinit.FdBinary (7), which the child executes by
-		// that number, and the start socket at containerinit.FdStart (8).
-		ExtraFiles:  []*os.File{devNull, devNull, devNull, devNull, b.init, theirs},
-		SysProcAttr: attr,
-	}
-	if 3+4 != containerinit.FdBinary || 3+len(cmd.ExtraFiles)-1 != containerinit.FdStart {
-		panic("isolation_linux: init descriptor layout out of sync")
-	}
-	start := cmd.Start
-	if label == poolLabel {
-		start = func() error { return atIdlePriority(cmd.Start) }
-	}
-	if err := start(); err != nil {
+	pid, pidfd, err := b.spawner.spawn(req, files...)
+	if err != nil {
 		ours.Close()
 		return nil, fmt.Errorf("%w: starting init: %v", ErrInit, err)
 	}
-	si := &startedInit{pid: cmd.Process.Pid, ctl: ours, exited: make(chan struct{})}
-	// Reap the init when it ends (retired, or after Destroy); a later backend is not its
-	// parent and the host's init reaps it then.
-	go func() {
-		_ = cmd.Wait()
-		close(si.exited)
-	}()
+	si := &startedInit{pid: pid, ctl: ours, exited: make(chan struct{})}
+	// The spawner reaps the init (or, once it is gone, the host's init does); its pidfd says
+	// when it has ended.
+	go watchExit(pidfd, si.exited)
 	if si.start, err = processStartTime(si.pid); err != nil {
 		si.kill()
 		return nil, fmt.Errorf("%w: reading init start time: %v", ErrInit, err)
@@ -143,33 +110,6 @@ func (b *Backend) spawnInit(privileged bool, birth *cgroupBirth, log *os.File, l
 
 // poolLabel is the label of pooled inits (their argv[1] until started).
 const poolLabel = "pool"
-
-// idleNice is the nice value pooled inits start at: they get the CPU the machine does not use
-// and wait behind everything else, so that filling the pool never slows down the creates it
-// serves. Create restores the backend's own priority when it takes one (normalPriority).
-const idleNice = 19
-
-// atIdlePriority runs start, which forks, from an OS thread at idleNice: the child inherits the
-// thread's nice value, and its threads inherit it from it.
-func atIdlePriority(start func() error) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	tid := unix.Gettid()
-	prio, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
-	if err != nil {
-		return start()
-	}
-	own := 20 - prio // the system call returns 20 - nice
-	if err := unix.Setpriority(unix.PRIO_PROCESS, tid, idleNice); err != nil {
-		return start()
-	}
-	err = start()
-	if rerr := unix.Setpriority(unix.PRIO_PROCESS, tid, own); rerr != nil {
-		// The thread must not go back to the runtime at idle priority.
-		panic(fmt.Sprintf("isolation_linux: restoring the nice value of thread %d: %v", tid, rerr))
-	}
-	return err
-}
 
 // normalPriority gives every thread of a pooled init the backend's own nice value, before it
 // becomes a container's. Threads inherit the value of the thread that creates them, so passes

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/trellis-run/trellis/isolation"
+	"github.com/trellis-run/trellis/isolation_linux/containerinit"
 	"github.com/trellis-run/trellis/isolation_linux/resources"
 )
 
@@ -123,8 +124,8 @@ func TestInitPool(t *testing.T) {
 	}
 	// Pooled inits wait at idle CPU priority, every thread of them.
 	for _, pid := range idle {
-		if nices := threadNices(t, pid); len(nices) != 1 || nices[0] != idleNice {
-			t.Fatalf("pooled init %d has threads at nice %v, want all at %d", pid, nices, idleNice)
+		if nices := threadNices(t, pid); len(nices) != 1 || nices[0] != containerinit.IdleNice {
+			t.Fatalf("pooled init %d has threads at nice %v, want all at %d", pid, nices, containerinit.IdleNice)
 		}
 	}
 	// On v1 each pooled init waits in a cgroup of its own under the backend's parent.

@@ -33,10 +33,15 @@ import (
 // beyond archive/tar), x/sys/unix, the runtime-spec types and package isolation; measure with
 // GODEBUG=inittrace=1 after changing them.
 func init() {
-	if len(os.Args) == 0 || os.Args[0] != Argv0 {
+	if len(os.Args) == 0 {
 		return
 	}
-	os.Exit(Main())
+	switch os.Args[0] {
+	case Argv0:
+		os.Exit(Main())
+	case SpawnerArgv0:
+		os.Exit(spawnerMain())
+	}
 }
 
 // IsInit reports whether this process is a container's init. It never is once main runs:
