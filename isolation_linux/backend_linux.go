@@ -98,6 +98,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Backend, error)
 			return nil, err
 		}
 	}
+	spreadSubdirs(cfg.StateDir, logger)
 	layers, err := newLayerCache(cfg.LayerCacheDir, cfg.Stacks)
 	if err != nil {
 		return nil, err
@@ -148,6 +149,31 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Backend, error)
 	}
 	return b, nil
 }
+
+// spreadSubdirs marks dir, where each container gets a directory, as the top of a hierarchy
+// (FS_TOPDIR_FL, chattr +T): ext4 then places its subdirectories in different block groups,
+// and with them the files each container's state rewrites, instead of crowding them all into
+// dir's group. Where ext4 runs without a journal it skips, for a few minutes, every inode
+// freed in a group when it looks for a free one there, so one crowded group made each state
+// file written by a busy cell scan past thousands of recently freed inodes (9% of all CPU while
+// a cell started 300 containers). Filesystems without the flag ignore it; so does this.
+func spreadSubdirs(dir string, log *slog.Logger) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	flags, err := unix.IoctlGetInt(int(f.Fd()), unix.FS_IOC_GETFLAGS)
+	if err == nil && flags&fsTopdirFlag == 0 {
+		err = unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, flags|fsTopdirFlag)
+	}
+	if err != nil {
+		log.Debug("state directory: spreading container directories over the file system is not supported here", "dir", dir, "err", err)
+	}
+}
+
+// fsTopdirFlag is FS_TOPDIR_FL (linux/fs.h), which x/sys/unix does not define.
+const fsTopdirFlag = 0x00020000
 
 // checkTraversable refuses a directory whose parents an unprivileged container's root (a
 // host uid with no other rights) cannot search: its init mounts the overlay by path.

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/trellis-run/trellis/isolation_linux/containerinit"
 )
 
@@ -37,4 +39,30 @@ func TestNamespacesAndRootfs(t *testing.T) {
 	}
 	_ = strings.TrimSpace
 	_ = context.Background
+}
+
+// The state directory asks ext4 to spread the containers' directories over block groups.
+func TestStateDirSpreadsSubdirs(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	newTestBackend(t, cfg)
+	f, err := os.Open(cfg.StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	flags, err := unix.IoctlGetInt(int(f.Fd()), unix.FS_IOC_GETFLAGS)
+	if err != nil {
+		t.Skipf("the file system of %s has no inode flags: %v", cfg.StateDir, err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Type != unix.EXT4_SUPER_MAGIC {
+		t.Skipf("%s is not on ext4", cfg.StateDir)
+	}
+	if flags&fsTopdirFlag == 0 {
+		t.Fatalf("flags of %s = %#x, want FS_TOPDIR_FL (%#x)", cfg.StateDir, flags, fsTopdirFlag)
+	}
 }
