@@ -5,9 +5,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -101,7 +99,7 @@ func cleanupLinux(t *testing.T, cfg Config) {
 		}
 	}
 	releaseVolumes(t, lc.DiskDir)
-	if err := removeCgroupTree(cfg.Linux.CgroupParent); err != nil {
+	if err := resources.RemoveTree(cfg.Linux.CgroupParent); err != nil {
 		t.Errorf("cleanup: %v", err)
 	}
 }
@@ -155,41 +153,6 @@ func mountsUnder(prefix string) ([]string, error) {
 		}
 	}
 	return out, nil
-}
-
-// removeCgroupTree removes the cgroup parent and every cgroup below it, deepest first, in
-// every hierarchy (v1 controllers and the unified one). A cgroup still holding processes is
-// an error: those processes leaked. Processes just killed may take a moment to leave.
-func removeCgroupTree(parent string) error {
-	roots, _ := filepath.Glob("/sys/fs/cgroup/*/" + parent)
-	if st, err := os.Stat("/sys/fs/cgroup/" + parent); err == nil && st.IsDir() {
-		roots = append(roots, "/sys/fs/cgroup/"+parent)
-	}
-	var errs []error
-	for _, root := range roots {
-		var dirs []string
-		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				dirs = append(dirs, p)
-			}
-			return nil
-		})
-		for i := len(dirs) - 1; i >= 0; i-- {
-			var err error
-			for try := 0; try < 20; try++ {
-				if err = os.Remove(dirs[i]); err == nil || errors.Is(err, fs.ErrNotExist) {
-					err = nil
-					break
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
-			if err != nil {
-				procs, _ := os.ReadFile(filepath.Join(dirs[i], "cgroup.procs"))
-				errs = append(errs, fmt.Errorf("remove cgroup %s (processes: %q): %w", dirs[i], strings.Fields(string(procs)), err))
-			}
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // httpdLRP serves /www with busybox httpd on 8080; the page "pid" holds httpd's pid and

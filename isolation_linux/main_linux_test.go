@@ -3,9 +3,7 @@ package isolationlinux
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/trellis-run/trellis/isolation"
 	"github.com/trellis-run/trellis/isolation_linux/network"
+	"github.com/trellis-run/trellis/isolation_linux/resources"
 )
 
 // testBase holds everything the tests make: a directory others can traverse (container root
@@ -126,40 +125,11 @@ func newTestBackend(t *testing.T, cfg Config) *Backend {
 			}
 		}
 		b.Close()
-		removeCgroupParent(cfg.CgroupParent)
+		if err := resources.RemoveTree(cfg.CgroupParent); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
 	})
 	return b
-}
-
-// removeCgroupParent removes the test's cgroup parent from every hierarchy, with whatever
-// is left below it (a pooled init's cgroup whose init was still exiting when the pool
-// removed it), retrying while the kernel still counts exiting tasks in them.
-func removeCgroupParent(parent string) {
-	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + parent)
-	more, _ := filepath.Glob("/sys/fs/cgroup/" + parent)
-	deadline := time.Now().Add(3 * time.Second)
-	for _, d := range append(dirs, more...) {
-		for removeCgroupTree(d) != nil && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-}
-
-// removeCgroupTree removes the cgroup directory d and its children, deepest first.
-func removeCgroupTree(d string) error {
-	entries, err := os.ReadDir(d)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	for _, e := range entries {
-		if e.IsDir() {
-			removeCgroupTree(filepath.Join(d, e.Name()))
-		}
-	}
-	if err := os.Remove(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return nil
 }
 
 type testWriter struct{ t *testing.T }

@@ -25,6 +25,7 @@ import (
 	"github.com/trellis-run/trellis/brain"
 	isolationlinux "github.com/trellis-run/trellis/isolation_linux"
 	"github.com/trellis-run/trellis/isolation_linux/image"
+	"github.com/trellis-run/trellis/isolation_linux/resources"
 )
 
 func init() { register(newDevCommand) }
@@ -176,7 +177,7 @@ func runDev(ctx context.Context, out io.Writer, f devFlags) error {
 			stopAll(sctx, cells, logger)
 			// The cells' cgroups are empty once their containers are gone; the next start
 			// creates them again.
-			if err := removeCgroupTree(devCgroupParent(devClusterID(dataDir))); err != nil {
+			if err := resources.RemoveTree(devCgroupParent(devClusterID(dataDir))); err != nil {
 				logger.Warn("removing the cells' cgroups", "err", err)
 			}
 		}()

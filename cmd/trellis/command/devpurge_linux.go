@@ -4,17 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/trellis-run/trellis/agent"
+	"github.com/trellis-run/trellis/isolation_linux/resources"
 )
 
 // purgeDevCluster removes what the stopped dev cluster id left on the host: each cell's
@@ -47,7 +46,7 @@ func purgeDevCluster(ctx context.Context, id string, logger *slog.Logger) (int, 
 			errs = append(errs, fmt.Errorf("cell %s: %w", cfg.CellID, err))
 		}
 	}
-	if err := removeCgroupTree(devCgroupParent(id)); err != nil {
+	if err := resources.RemoveTree(devCgroupParent(id)); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
@@ -106,42 +105,4 @@ func unmountUnder(dir string) error {
 		}
 	}
 	return nil
-}
-
-// removeCgroupTree removes the cgroup parent and every cgroup below it, deepest first, in
-// every hierarchy (each v1 controller and the unified one). A cgroup still holding processes
-// is an error naming them; processes just killed get a moment to leave.
-func removeCgroupTree(parent string) error {
-	roots, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", parent))
-	if st, err := os.Stat(filepath.Join("/sys/fs/cgroup", parent)); err == nil && st.IsDir() {
-		roots = append(roots, filepath.Join("/sys/fs/cgroup", parent))
-	}
-	var errs []error
-	for _, root := range roots {
-		var dirs []string
-		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				dirs = append(dirs, p)
-			}
-			return nil
-		})
-		for i := len(dirs) - 1; i >= 0; i-- {
-			if err := rmdirCgroup(dirs[i]); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	}
-	return errors.Join(errs...)
-}
-
-func rmdirCgroup(dir string) error {
-	var err error
-	for range 20 {
-		if err = os.Remove(dir); err == nil || errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	procs, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
-	return fmt.Errorf("remove cgroup %s (processes %v): %w", dir, strings.Fields(string(procs)), err)
 }

@@ -13,6 +13,3 @@ import (
 func purgeDevCluster(context.Context, string, *slog.Logger) (int, error) {
 	return 0, fmt.Errorf("dev purge: dev clusters run Linux cells only: %w", errors.ErrUnsupported)
 }
-
-// removeCgroupTree: no cgroups here.
-func removeCgroupTree(string) error { return nil }
