@@ -2,6 +2,7 @@ package isolationlinux
 
 import (
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -94,5 +95,30 @@ func TestInitSpawner(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("spawner %d still runs after Close", sp2)
 		}
+	}
+}
+
+// An init runs with the collector off and a memory limit; the container's processes do not
+// inherit that environment.
+func TestInitEnvironment(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, testConfig(t))
+	c := createContainer(t, b, nil)
+	rec, err := readRecord(b.dir(c.Handle()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(rec.InitPid) + "/environ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+	for _, want := range []string{"GOGC=off", "GOMEMLIMIT=16MiB"} {
+		if !slices.Contains(env, want) {
+			t.Errorf("init environment %q lacks %s", env, want)
+		}
+	}
+	if r := sh(t, c, "", "env | grep -c '^GO' || true"); r.stdout != "0\n" {
+		t.Fatalf("a container process sees Go runtime settings of the init: %+v", r)
 	}
 }

@@ -155,7 +155,7 @@ func spawnOne(packet []byte, files []*os.File, ferr error, devNull int) (SpawnRe
 	if len(fds)-2 != FdBinary || len(fds)-1 != FdStart {
 		panic("containerinit: init descriptor layout out of sync")
 	}
-	attr := &syscall.ProcAttr{Dir: "/", Env: []string{}, Files: fds, Sys: sys}
+	attr := &syscall.ProcAttr{Dir: "/", Env: initEnv(), Files: fds, Sys: sys}
 	argv := []string{Argv0, req.Label}
 	path := "/proc/self/fd/" + strconv.Itoa(FdBinary)
 	var pid int
@@ -203,3 +203,18 @@ func atNice(nice int, fork func() error) error {
 	}
 	return err
 }
+
+// initEnv is the environment of every init: the Go runtime's garbage collector off, with a
+// memory limit as the backstop. An init allocates a few MB while it starts and little after;
+// with the default settings it collected one to three times during its start, which cost
+// about a tenth of its start's CPU and left more memory mapped than it saved (mean anonymous
+// RSS of running inits: 4.4 MB with the collector, 3.0 MB without). The limit makes it
+// collect should an init's heap ever grow toward it, and bounds what an init can add to its
+// container's memory use. The container's processes get their environment from their
+// ProcessSpec, never this one.
+func initEnv() []string {
+	return []string{"GOGC=off", "GOMEMLIMIT=" + initMemoryLimit}
+}
+
+// initMemoryLimit is the GOMEMLIMIT of an init.
+const initMemoryLimit = "16MiB"
