@@ -198,6 +198,12 @@ func runDev(ctx context.Context, out io.Writer, f devFlags) error {
 		}
 	}
 
+	// Up means every cell takes work: placements made before a cell's first heartbeat would
+	// all go to the cells that beat first (or fail for want of a cell).
+	if err := waitForCells(ctx, b.Store, cells, devCellsUpTimeout); err != nil {
+		return err
+	}
+
 	ccfg := client.DefaultConfig()
 	ccfg.URL = b.URL()
 	ccfg.CAFile = pki.CAFile
@@ -312,4 +318,45 @@ func deployExample(ctx context.Context, out io.Writer, st store.Interface, path 
 	}
 	fmt.Fprintf(out, "example: %s is not running after 3 minutes; see 'trellis lrp get %s' and the cells' agent.log\n",
 		lrp.ProcessGuid, lrp.ProcessGuid)
+}
+
+// devCellsUpTimeout bounds how long dev waits for its cells' first heartbeats.
+const devCellsUpTimeout = time.Minute
+
+// waitForCells waits until every cell has a presence in the BBS. A cell whose agent exits
+// meanwhile, or one still missing after timeout, is an error naming it and its log.
+func waitForCells(ctx context.Context, st store.Interface, cells []*devCell, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		presences, _, err := st.Cells(ctx)
+		if err != nil {
+			return fmt.Errorf("dev: listing the cells: %w", err)
+		}
+		present := map[string]bool{}
+		for _, p := range presences {
+			present[p.CellID] = true
+		}
+		var missing *devCell
+		for _, c := range cells {
+			select {
+			case <-c.exited:
+				return fmt.Errorf("dev: the agent of cell %s exited (%v); see %s", c.spec.ID, c.exitErr, filepath.Join(c.dir, "agent.log"))
+			default:
+			}
+			if !present[c.spec.ID] && missing == nil {
+				missing = c
+			}
+		}
+		if missing == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("dev: cell %s has not reported to the BBS after %s; see %s", missing.spec.ID, timeout, filepath.Join(missing.dir, "agent.log"))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
