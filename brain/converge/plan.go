@@ -419,11 +419,11 @@ func (p *planner) planIndex(k indexKey, g *records) {
 			p.retire(o, RetireLostReplacement)
 		}
 	case models.ActualLRPStateCrashed:
-		var runningFor time.Duration
-		if o.RunningSince > 0 && o.Since > o.RunningSince {
-			runningFor = time.Duration(o.Since - o.RunningSince)
-		}
-		at, giveUp := NextRestart(d.RestartPolicy.WithDefaults(), o.CrashCount, runningFor, time.Unix(0, o.Since))
+		// The store already counts a crash after a long RUNNING spell as crash 1
+		// (CrashActualLRP), so the count is the whole story: the record's RunningSince is kept
+		// across crashes and says nothing about an instance that crashed before it was RUNNING
+		// again, which a reset computed from it here would restart at once.
+		at, giveUp := NextRestart(d.RestartPolicy.WithDefaults(), o.CrashCount, 0, time.Unix(0, o.Since))
 		switch {
 		case giveUp:
 		case at.After(p.now):

@@ -306,9 +306,15 @@ func TestPlanUnclaimedAndCrashed(t *testing.T) {
 			want: []string{"restart-later p/0 in 20s"}},
 		{name: "third crash after its 30 s restarts now", desired: d, actual: []*models.ActualLRP{crashed(3, 30*time.Second, 0)},
 			want: []string{"restart-now p/0"}},
-		{name: "crash after a long run resets the count", desired: d, actual: []*models.ActualLRP{crashed(40, 0, 6*time.Minute)},
+		// The store writes crash count 1 for a crash after a long RUNNING spell; the plan goes
+		// by the count.
+		{name: "crash after a long run (counted as crash 1) restarts now", desired: d, actual: []*models.ActualLRP{crashed(1, 0, 6*time.Minute)},
 			want: []string{"restart-now p/0"}},
 		{name: "crash after a short run keeps backing off", desired: d, actual: []*models.ActualLRP{crashed(40, 0, time.Minute)},
+			want: []string{"restart-later p/0 in 16m0s"}},
+		// RunningSince is kept across crashes: an instance that crashed again before it was
+		// RUNNING carries an old one, which must not pass for a long run.
+		{name: "crash before RUNNING again keeps backing off whatever RunningSince says", desired: d, actual: []*models.ActualLRP{crashed(9, 0, 31*time.Minute)},
 			want: []string{"restart-later p/0 in 16m0s"}},
 		{name: "after 200 restarts it stays CRASHED", desired: d, actual: []*models.ActualLRP{crashed(201, time.Hour, 0)}},
 		{name: "the DesiredLRP's own policy applies", desired: []*models.DesiredLRP{custom},
