@@ -75,7 +75,7 @@ func TestMSIUnderWine(t *testing.T) {
 	}
 
 	// The upgrade passes no properties: everything must come from the kept configuration.
-	f.wineRun(t, 3*time.Minute, "msiexec", "/i", winPath(msis[1]), "/qn")
+	f.msiUpgrade(t, msis[1], dir)
 	after, err := os.ReadFile(configPath)
 	if err != nil {
 		t.Fatalf("the upgrade lost the configuration: %v", err)
@@ -105,6 +105,31 @@ func TestMSIUnderWine(t *testing.T) {
 
 // wineRun runs a Windows program of the prefix (msiexec, sc) under wine and fails the test
 // when it fails.
+// msiUpgrade installs msiPath over the installed version with msiexec, logging verbosely to a
+// file under dir. Under wine the upgrade (which stops the running service) now and then ends
+// with exit status 1 and no output when the machine is loaded; it is tried once more, and a
+// second failure fails the test with the end of both logs.
+func (f *fleet) msiUpgrade(t *testing.T, msiPath, dir string) {
+	t.Helper()
+	var logs []string
+	for attempt := 1; attempt <= 2; attempt++ {
+		logPath := filepath.Join(dir, fmt.Sprintf("upgrade-%d.log", attempt))
+		out, err := f.wineOutput(3*time.Minute, "msiexec", "/i", winPath(msiPath), "/qn", "/l*v", winPath(logPath))
+		if err == nil {
+			return
+		}
+		raw, _ := os.ReadFile(logPath)
+		text := strings.ToValidUTF8(strings.ReplaceAll(string(raw), "\x00", ""), "?")
+		if len(text) > 3000 {
+			text = text[len(text)-3000:]
+		}
+		logs = append(logs, fmt.Sprintf("attempt %d: %v\n%s\nmsiexec log (end):\n%s", attempt, err, out, text))
+		t.Logf("msiexec upgrade attempt %d failed: %v", attempt, err)
+		time.Sleep(2 * time.Second)
+	}
+	t.Fatalf("msiexec upgrade to %s failed twice:\n%s", msiPath, strings.Join(logs, "\n"))
+}
+
 func (f *fleet) wineRun(t *testing.T, timeout time.Duration, args ...string) string {
 	t.Helper()
 	out, err := f.wineOutput(timeout, args...)
