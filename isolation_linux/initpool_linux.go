@@ -97,14 +97,22 @@ func (b *Backend) spawnInit(privileged bool, birth *cgroupBirth, log *os.File, l
 		ours.Close()
 		return nil, fmt.Errorf("%w: starting init: %v", ErrInit, err)
 	}
-	si := &startedInit{pid: pid, ctl: ours, exited: make(chan struct{})}
-	// The spawner reaps the init (or, once it is gone, the host's init does); its pidfd says
-	// when it has ended.
-	go watchExit(pidfd, si.exited)
-	if si.start, err = processStartTime(si.pid); err != nil {
-		si.kill()
-		return nil, fmt.Errorf("%w: reading init start time: %v", ErrInit, err)
+	// The spawner, not this process, reaps the init, so its pid could be reused once it has
+	// ended: its start time read from /proc is its own only if the pidfd still finds it alive
+	// afterwards. An init that is already gone is killed through its pidfd, never by pid.
+	start, err := processStartTime(pid)
+	if err == nil {
+		err = unix.PidfdSendSignal(int(pidfd.Fd()), 0, nil, 0)
 	}
+	if err != nil {
+		_ = unix.PidfdSendSignal(int(pidfd.Fd()), unix.SIGKILL, nil, 0)
+		pidfd.Close()
+		ours.Close()
+		return nil, fmt.Errorf("%w: the init ended as it started: %v", ErrInit, err)
+	}
+	si := &startedInit{pid: pid, start: start, ctl: ours, exited: make(chan struct{})}
+	// Its pidfd says when it has ended.
+	go watchExit(pidfd, si.exited)
 	return si, nil
 }
 
