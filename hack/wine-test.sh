@@ -68,11 +68,9 @@ if [ ! -d "$sys32" ]; then
 fi
 cmp -s "$dll" "$sys32/bcryptprimitives.dll" || cp "$dll" "$sys32/bcryptprimitives.dll"
 
-# A persistent wineserver makes each wine start ~20 ms instead of seconds. It lingers two
-# minutes after its last client, not forever: one left from earlier runs (an hour and many
-# runs old) once failed to start the mixed-fleet test's Windows agent at all. Its output must
-# not be on a pipe anyone waits for.
-"$wineserver" -p120 >/dev/null 2>&1 </dev/null &
+# A persistent wineserver makes each wine start ~20 ms instead of seconds. Its output must not
+# be on a pipe anyone waits for.
+"$wineserver" -p >/dev/null 2>&1 </dev/null &
 
 bindir="$cache/bin"
 mkdir -p "$bindir"
