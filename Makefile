@@ -17,8 +17,8 @@ help: ## list the targets
 deps: ## install the Debian packages and Go modules trellis needs (idempotent)
 	@hack/install-deps.sh
 
-build: ## build bin/trellis
-	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/trellis
+build: ## build bin/trellis (static, like the packages: each container's init re-executes it, and a static binary starts without the dynamic loader)
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/trellis
 
 run: deps build ## start a one-machine cluster (embedded etcd, BBS, brain, local cell) and deploy the example app
 	hack/build-examples.sh bin/blobs

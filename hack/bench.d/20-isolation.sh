@@ -9,6 +9,6 @@ if [ "$(uname -s)" != Linux ] || [ "$(id -u)" != 0 ]; then
 fi
 bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
-go build -o "$bin/trellis" ./cmd/trellis
+CGO_ENABLED=0 go build -o "$bin/trellis" ./cmd/trellis
 go build -o "$bin/isolation-bench" ./isolation_linux/bench
 "$bin/isolation-bench" -init "$bin/trellis" -n "${ISOLATION_BENCH_RUNS:-50}"

@@ -3,6 +3,6 @@
 # every instance is RUNNING with its health check passing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-[ -x bin/trellis ] || go build -o bin/trellis ./cmd/trellis
+[ -x bin/trellis ] || CGO_ENABLED=0 go build -o bin/trellis ./cmd/trellis
 hack/build-examples.sh bin/blobs >/dev/null
 go run ./test/bench/scalebench -instances "${SCALE_INSTANCES:-300}" "$@"

@@ -28,6 +28,7 @@ func TestMain(m *testing.M) {
 	}
 	trellisBin = filepath.Join(dir, "trellis")
 	build := exec.Command("go", "build", "-o", trellisBin, "github.com/trellis-run/trellis/cmd/trellis")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as make build and the packages
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build trellis:", err)

@@ -142,6 +142,7 @@ func run(bin, blobs, example string, n int32, cells int, keep bool) error {
 	if _, err := waitRunning(ctx, c, lrp.ProcessGuid, 1, 2*time.Minute); err != nil {
 		return err
 	}
+	fmt.Printf("scale: 1 instance running; scaling to %d\n", n)
 	if _, err := c.UpdateDesiredLRP(ctx, lrp.ProcessGuid, models.DesiredLRPUpdate{Instances: &n}, 0); err != nil {
 		return err
 	}
