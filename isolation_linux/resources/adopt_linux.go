@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 
 	"github.com/containerd/cgroups/v3"
-	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/trellis-run/trellis/isolation"
@@ -68,7 +67,7 @@ func Adopt(parent, from, handle string, limits isolation.Limits) (*Cgroup, error
 }
 
 func adoptV1(fromPath, toPath string, res *specs.LinuxResources) (*v1, error) {
-	hier, err := cgroup1.Default()
+	hier, err := v1Hierarchies()
 	if err != nil {
 		return nil, fmt.Errorf("%w: adopt cgroup %s: find v1 hierarchies: %v", isolation.ErrUnsupported, fromPath, err)
 	}
@@ -146,7 +145,7 @@ func Children(parent string) ([]string, error) {
 	case cgroups.Unified:
 		dir = filepath.Join(unifiedRoot, path)
 	case cgroups.Legacy, cgroups.Hybrid:
-		hier, err := cgroup1.Default()
+		hier, err := v1Hierarchies()
 		if err != nil {
 			return nil, fmt.Errorf("%w: list cgroup %s: %v", isolation.ErrUnsupported, path, err)
 		}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containerd/cgroups/v3/cgroup1"
@@ -45,8 +46,32 @@ func v1Dirs(path string, subsystems []cgroup1.Subsystem) map[string]string {
 	return dirs
 }
 
-func newV1(path string, res *specs.LinuxResources) (*v1, error) {
+// v1Hierarchies returns the mounted cgroup v1 hierarchies. Finding them parses
+// /proc/self/mountinfo, which holds a line per container mount on a busy cell, so the answer
+// is kept once found: hierarchies are mounted at boot and stay. A failure is not kept.
+func v1Hierarchies() ([]cgroup1.Subsystem, error) {
+	v1HierMu.Lock()
+	defer v1HierMu.Unlock()
+	if v1Hier != nil {
+		return v1Hier, nil
+	}
 	hier, err := cgroup1.Default()
+	if err != nil {
+		return nil, err
+	}
+	v1Hier = hier
+	return hier, nil
+}
+
+var (
+	v1HierMu sync.Mutex
+	v1Hier   []cgroup1.Subsystem
+)
+
+var withV1Hierarchies = cgroup1.WithHierarchy(v1Hierarchies)
+
+func newV1(path string, res *specs.LinuxResources) (*v1, error) {
+	hier, err := v1Hierarchies()
 	if err != nil {
 		return nil, fmt.Errorf("%w: create cgroup %s: find v1 hierarchies: %v", isolation.ErrUnsupported, path, err)
 	}
@@ -59,7 +84,7 @@ func newV1(path string, res *specs.LinuxResources) (*v1, error) {
 	if _, err := os.Stat(dirs["memory"]); err == nil {
 		return nil, fmt.Errorf("%w: cgroup %s", isolation.ErrAlreadyExists, path)
 	}
-	cg, err := cgroup1.New(cgroup1.StaticPath("/"+path), &specs.LinuxResources{}, cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) { return hier, nil }))
+	cg, err := cgroup1.New(cgroup1.StaticPath("/"+path), &specs.LinuxResources{}, withV1Hierarchies)
 	if err != nil {
 		return nil, fmt.Errorf("create cgroup %s: %w", path, err)
 	}
@@ -74,7 +99,7 @@ func newV1(path string, res *specs.LinuxResources) (*v1, error) {
 }
 
 func loadV1(path string) (*v1, error) {
-	cg, err := cgroup1.Load(cgroup1.StaticPath("/" + path))
+	cg, err := cgroup1.Load(cgroup1.StaticPath("/"+path), withV1Hierarchies)
 	if err != nil {
 		if errors.Is(err, cgroup1.ErrCgroupDeleted) || errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("%w: cgroup %s", isolation.ErrNotFound, path)
