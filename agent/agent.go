@@ -57,6 +57,8 @@ type Agent struct {
 	evacPending int
 	advertise   string
 	logOwners   map[string]logSource // log key → whose log it is
+	// desired caches the DesiredLRPs of the apps on the cell, by process guid (desired.go).
+	desired map[string]*models.DesiredLRP
 
 	drainOnce sync.Once
 	drainReq  chan struct{} // closed when a drain is asked for
@@ -91,6 +93,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, store: opts.Store, log: logger.With("cell", cfg.CellID), http: opts.HTTPClient,
 		containers: map[string]*container{}, finished: map[string]time.Time{}, logOwners: map[string]logSource{},
+		desired:  map[string]*models.DesiredLRP{},
 		drainReq: make(chan struct{}), drained: make(chan struct{}), beat: make(chan struct{}, 1),
 		creates: make(chan struct{}, cfg.maxConcurrentCreates()), closed: make(chan struct{}), os: runtime.GOOS,
 	}
@@ -312,6 +315,9 @@ func (a *Agent) forget(c *container) {
 	defer a.mu.Unlock()
 	if a.containers[c.handle] == c {
 		delete(a.containers, c.handle)
+	}
+	if c.kind == KindLRP {
+		a.dropUnusedDesiredLocked(c.key.ProcessGuid)
 	}
 	now := time.Now()
 	a.finished[c.handle] = now

@@ -79,9 +79,7 @@ func (a *Agent) runLRP(c *container) {
 		a.forget(c)
 		return
 	}
-	ctx, cancel := a.bbsCtx()
-	desired, err := a.store.DesiredLRP(ctx, c.key.ProcessGuid)
-	cancel()
+	desired, err := a.desiredFor(c)
 	if err != nil {
 		// The next reconcile tries again while the instance is still placed here.
 		log.Warn("reading the desired LRP of a placed instance", "error", err)
@@ -95,7 +93,7 @@ func (a *Agent) runLRP(c *container) {
 		return
 	}
 	a.heartbeatNow()
-	ctx, cancel = a.bbsCtx()
+	ctx, cancel := a.bbsCtx()
 	rec, err := a.store.ClaimActualLRP(ctx, c.key, c.instanceKey(a.cfg.CellID))
 	cancel()
 	if err != nil {
