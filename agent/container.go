@@ -107,6 +107,7 @@ type container struct {
 	netInfo    models.ActualLRPNetInfo
 	phase      string             // see ContainerStatus.Phase
 	desired    *models.DesiredLRP // what an LRP instance was started from (see desiredFor); read-only
+	seq        uint64             // Agent.seq when it was added
 
 	timing startTiming // written only by the work's own goroutine
 

@@ -22,8 +22,9 @@ func (s *countingStore) DesiredLRP(ctx context.Context, guid string) (*models.De
 }
 
 // TestDesiredLRPCache: further instances of an app already running on the cell start without
-// reading its DesiredLRP again, an update leaves the cached definition in use, and an app
-// removed and desired again under the same guid runs from its new definition.
+// reading its DesiredLRP again, an update leaves the cached definition in use, an app removed
+// and desired again under the same guid runs from its new definition, and instances placed
+// together share one read.
 func TestDesiredLRPCache(t *testing.T) {
 	e := testBBS(t)
 	cellID := uniq("cell")
@@ -79,4 +80,14 @@ func TestDesiredLRPCache(t *testing.T) {
 		t.Fatalf("DesiredLRP reads after the app was desired again = %d, want 2", n)
 	}
 	waitFor(t, 10*time.Second, "the removed app's containers are gone", func() bool { return mem.Len() == 1 })
+
+	// Instances of an app placed together share one read.
+	other := uniq("web")
+	desireAndPlace(t, e, webLRP(other, 4), cellID)
+	for i := int32(0); i < 4; i++ {
+		waitState(t, op, other, i, models.ActualLRPStateRunning, 10*time.Second)
+	}
+	if n := counting.desiredReads.Load(); n != 3 {
+		t.Fatalf("DesiredLRP reads after 4 instances of another app placed at once = %d, want 3", n)
+	}
 }
