@@ -92,7 +92,8 @@ func (a *Agent) runLRP(c *container) {
 		a.forget(c)
 		return
 	}
-	a.heartbeatNow()
+	// No early heartbeat for the reservation: the instance's record names this cell, and the
+	// auctioneer counts a cell's usage from the records (see presenceLoop).
 	ctx, cancel := a.bbsCtx()
 	rec, err := a.store.ClaimActualLRP(ctx, c.key, c.instanceKey(a.cfg.CellID))
 	cancel()
