@@ -263,20 +263,22 @@ func (a *Agent) superviseLRP(c *container, cont isolation.Container, desired *mo
 		a.work.Go(func() { a.evacuateOne(c) })
 	}
 
-	live := make(chan error, 1)
-	go func() {
-		if !hasChecks {
-			<-hctx.Done()
-			live <- hctx.Err()
-			return
-		}
-		live <- checker.Monitor(hctx, desired.CheckDefinition)
-	}()
+	// Without checks no goroutine watches the instance: it ends with its action or when
+	// stopped (a goroutine per instance that only waited for the stop was a share of every
+	// running instance's memory).
+	var live <-chan error
+	if hasChecks {
+		ch := make(chan error, 1)
+		go func() { ch <- checker.Monitor(hctx, desired.CheckDefinition) }()
+		live = ch
+	}
 	select {
 	case err := <-actionDone:
 		a.endLRP(c, cont, a.exitReason(cont, err), nil, log)
 	case err := <-live:
 		a.endLRP(c, cont, a.failureReason(cont, err), actionDone, log)
+	case <-hctx.Done():
+		a.endLRP(c, cont, a.failureReason(cont, hctx.Err()), actionDone, log)
 	case <-a.closed:
 	}
 }
