@@ -159,9 +159,9 @@ func TestDrainEvacuates(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if !tc.brainRetires {
-				saved := evacuationLook
-				evacuationLook = 200 * time.Millisecond
-				t.Cleanup(func() { evacuationLook = saved })
+				look, lookMax := evacuationLook, evacuationLookMax
+				evacuationLook, evacuationLookMax = 100*time.Millisecond, 400*time.Millisecond
+				t.Cleanup(func() { evacuationLook, evacuationLookMax = look, lookMax })
 			}
 			testDrainEvacuates(t, tc.brainRetires)
 		})
