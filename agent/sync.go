@@ -291,8 +291,15 @@ func (a *Agent) reportVanishedLRP(ctx context.Context, rec *models.ActualLRP) {
 // logRetention is how long the log of work no longer on the cell is kept.
 const logRetention = time.Hour
 
-// pruneLogs removes the logs of work that left the cell more than logRetention ago.
+// logIdle is how long an instance's log file stays open after its last line: a cell of quiet
+// instances would otherwise hold a file descriptor per instance (the scale simulator's limit on
+// how many instances a process can run).
+const logIdle = time.Minute
+
+// pruneLogs closes the files of idle logs and removes the logs of work that left the cell more
+// than logRetention ago.
 func (a *Agent) pruneLogs() {
+	a.logs.CloseIdle(logIdle)
 	keys, err := a.logs.Keys()
 	if err != nil {
 		a.log.Warn("listing instance logs", "error", err)
