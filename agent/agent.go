@@ -57,6 +57,13 @@ type Agent struct {
 	evacPending int
 	advertise   string
 	logOwners   map[string]logSource // log key → whose log it is
+	// desired caches the DesiredLRPs of the apps on the cell, by process guid; desiredReads
+	// are the reads in flight; desiredEpoch counts the drops (desired.go).
+	desired      map[string]*models.DesiredLRP
+	desiredReads map[string]*desiredRead
+	desiredEpoch uint64
+	// seq orders container adds and DesiredLRP reads (container.seq, desiredRead.seq).
+	seq uint64
 
 	drainOnce sync.Once
 	drainReq  chan struct{} // closed when a drain is asked for
@@ -91,6 +98,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, store: opts.Store, log: logger.With("cell", cfg.CellID), http: opts.HTTPClient,
 		containers: map[string]*container{}, finished: map[string]time.Time{}, logOwners: map[string]logSource{},
+		desired: map[string]*models.DesiredLRP{}, desiredReads: map[string]*desiredRead{},
 		drainReq: make(chan struct{}), drained: make(chan struct{}), beat: make(chan struct{}, 1),
 		creates: make(chan struct{}, cfg.maxConcurrentCreates()), closed: make(chan struct{}), os: runtime.GOOS,
 	}
@@ -313,6 +321,9 @@ func (a *Agent) forget(c *container) {
 	if a.containers[c.handle] == c {
 		delete(a.containers, c.handle)
 	}
+	if c.kind == KindLRP {
+		a.dropUnusedDesiredLocked(c.key.ProcessGuid)
+	}
 	now := time.Now()
 	a.finished[c.handle] = now
 	for h, t := range a.finished {
@@ -371,6 +382,8 @@ func (a *Agent) liveHandles() []string {
 
 // addLocked enters c into the table and indexes its log. Callers hold a.mu.
 func (a *Agent) addLocked(c *container) {
+	a.seq++
+	c.seq = a.seq
 	a.containers[c.handle] = c
 	o := logSource{index: int(c.key.Index), taskGuid: c.taskGuid}
 	if c.kind == KindLRP {

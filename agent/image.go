@@ -221,12 +221,17 @@ func (p *pullProgress) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// done clears the phase and closes the log.
+// done clears the phase and closes the log. It lets go of the log writer: a backend may keep
+// the create's spec, and with it p, for the container's life.
 func (p *pullProgress) done() {
 	p.a.mu.Lock()
 	p.c.phase = ""
 	p.a.mu.Unlock()
-	if p.log != nil {
-		p.log.Close()
+	p.mu.Lock()
+	w := p.log
+	p.log, p.line = nil, nil
+	p.mu.Unlock()
+	if w != nil {
+		w.Close()
 	}
 }

@@ -146,8 +146,29 @@ func mustIssue(t *testing.T, e *bbsEnv, cellID string) certs.Files {
 
 // TestDrainEvacuates: draining a cell with a RUNNING instance while a second cell is free:
 // the old container answers every request until the replacement on the second cell is
-// RUNNING, then stops; the drained cell's presence goes and its Run returns.
+// RUNNING, then stops; the drained cell's presence goes and its Run returns. The old
+// container stops when the brain retires its EVACUATING record (the test plays the brain's
+// converger), or, without that, when the agent looks for the replacement itself.
 func TestDrainEvacuates(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		brainRetires bool
+	}{
+		{"the brain retires the evacuating record", true},
+		{"the agent looks for its replacement", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !tc.brainRetires {
+				look, lookMax := evacuationLook, evacuationLookMax
+				evacuationLook, evacuationLookMax = 100*time.Millisecond, 400*time.Millisecond
+				t.Cleanup(func() { evacuationLook, evacuationLookMax = look, lookMax })
+			}
+			testDrainEvacuates(t, tc.brainRetires)
+		})
+	}
+}
+
+func testDrainEvacuates(t *testing.T, brainRetires bool) {
 	e := testBBS(t)
 	cellA, cellB := uniq("cell-a"), uniq("cell-b")
 	memA, memB := memoryBackend(t), memoryBackend(t)
@@ -212,6 +233,13 @@ func TestDrainEvacuates(t *testing.T) {
 	if dropped.Load() != 0 || served.Load() == 0 {
 		t.Fatalf("old instance served %d requests and dropped %d (first: %v) before the replacement ran",
 			served.Load(), dropped.Load(), firstDrop.Load())
+	}
+	if brainRetires {
+		// The converger's part: the replacement runs, so the EVACUATING copy is retired.
+		key := models.ActualLRPKey{ProcessGuid: guid, Domain: "tests"}
+		if err := brain.RetireActualLRP(ctx, key, models.PresenceEvacuating, 0); err != nil {
+			t.Fatal(err)
+		}
 	}
 	waitFor(t, 10*time.Second, "the old container stops", func() bool { return memA.Len() == 0 })
 	waitFor(t, 10*time.Second, "the EVACUATING record is removed", func() bool {

@@ -79,9 +79,7 @@ func (a *Agent) runLRP(c *container) {
 		a.forget(c)
 		return
 	}
-	ctx, cancel := a.bbsCtx()
-	desired, err := a.store.DesiredLRP(ctx, c.key.ProcessGuid)
-	cancel()
+	desired, err := a.desiredFor(c)
 	if err != nil {
 		// The next reconcile tries again while the instance is still placed here.
 		log.Warn("reading the desired LRP of a placed instance", "error", err)
@@ -94,8 +92,9 @@ func (a *Agent) runLRP(c *container) {
 		a.forget(c)
 		return
 	}
-	a.heartbeatNow()
-	ctx, cancel = a.bbsCtx()
+	// No early heartbeat for the reservation: the instance's record names this cell, and the
+	// auctioneer counts a cell's usage from the records (see presenceLoop).
+	ctx, cancel := a.bbsCtx()
 	rec, err := a.store.ClaimActualLRP(ctx, c.key, c.instanceKey(a.cfg.CellID))
 	cancel()
 	if err != nil {
@@ -264,20 +263,22 @@ func (a *Agent) superviseLRP(c *container, cont isolation.Container, desired *mo
 		a.work.Go(func() { a.evacuateOne(c) })
 	}
 
-	live := make(chan error, 1)
-	go func() {
-		if !hasChecks {
-			<-hctx.Done()
-			live <- hctx.Err()
-			return
-		}
-		live <- checker.Monitor(hctx, desired.CheckDefinition)
-	}()
+	// Without checks no goroutine watches the instance: it ends with its action or when
+	// stopped (a goroutine per instance that only waited for the stop was a share of every
+	// running instance's memory).
+	var live <-chan error
+	if hasChecks {
+		ch := make(chan error, 1)
+		go func() { ch <- checker.Monitor(hctx, desired.CheckDefinition) }()
+		live = ch
+	}
 	select {
 	case err := <-actionDone:
 		a.endLRP(c, cont, a.exitReason(cont, err), nil, log)
 	case err := <-live:
 		a.endLRP(c, cont, a.failureReason(cont, err), actionDone, log)
+	case <-hctx.Done():
+		a.endLRP(c, cont, a.failureReason(cont, hctx.Err()), actionDone, log)
 	case <-a.closed:
 	}
 }

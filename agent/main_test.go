@@ -184,8 +184,14 @@ func (r *running) stop(t *testing.T) {
 // startAgent runs an agent with cfg over backend until the test ends.
 func startAgent(t *testing.T, e *bbsEnv, cfg Config, backend isolation.Backend) *running {
 	t.Helper()
+	return startAgentVia(t, e, cfg, backend, func(s store.Interface) store.Interface { return s })
+}
+
+// startAgentVia is startAgent with the agent's BBS client wrapped by wrap.
+func startAgentVia(t *testing.T, e *bbsEnv, cfg Config, backend isolation.Backend, wrap func(store.Interface) store.Interface) *running {
+	t.Helper()
 	cell := e.clientFor(t, certs.Files{CertFile: cfg.BBS.CertFile, KeyFile: cfg.BBS.KeyFile})
-	a, err := New(context.Background(), cfg, Options{Store: cell, Backend: backend, Logger: testLogger(t)})
+	a, err := New(context.Background(), cfg, Options{Store: wrap(cell), Backend: backend, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

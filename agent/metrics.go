@@ -3,15 +3,24 @@ package agent
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/trellis-run/trellis/bbs/models"
 	"github.com/trellis-run/trellis/isolation"
 )
 
-// metricsInterval is how often the agent samples its containers' usage, so that a CPU
-// percentage (a rate) is ready when asked for.
-const metricsInterval = 5 * time.Second
+// While its metrics are being asked for, the agent samples its containers' usage every
+// metricsInterval, so that a CPU percentage (a rate) is ready when asked for. It stops
+// metricsIdle after the last request: sampling every container of a cell every 5 s whether or
+// not anyone looks was 5% of the CPU of the scale simulator's cell processes (and on Linux each
+// sample reads every container's state record and cgroup files). A request while the sampler is
+// idle samples twice, metricsWarmup apart, and answers the CPU percentage over that time.
+const (
+	metricsInterval = 5 * time.Second
+	metricsIdle     = 2 * time.Minute
+	metricsWarmup   = time.Second
+)
 
 // InstanceMetrics are one container's usage as GET /v1/metrics reports it.
 type InstanceMetrics struct {
@@ -31,6 +40,10 @@ type InstanceMetrics struct {
 type metricsSampler struct {
 	backend isolation.Backend
 	handles func() []string
+	// interval, idle and warmup are metricsInterval, metricsIdle and metricsWarmup (tests
+	// shorten them).
+	interval, idle, warmup time.Duration
+	asked                  atomic.Int64 // when metrics were last asked for (unix nanoseconds; 0: never)
 
 	mu   sync.Mutex
 	prev map[string]isolation.Metrics
@@ -38,20 +51,57 @@ type metricsSampler struct {
 }
 
 func newMetricsSampler(b isolation.Backend) *metricsSampler {
-	return &metricsSampler{backend: b, prev: map[string]isolation.Metrics{}, last: map[string]isolation.Metrics{}}
+	return &metricsSampler{backend: b, interval: metricsInterval, idle: metricsIdle, warmup: metricsWarmup,
+		prev: map[string]isolation.Metrics{}, last: map[string]isolation.Metrics{}}
 }
 
+// loop samples every interval while metrics are being asked for (see warm), until ctx ends.
 func (m *metricsSampler) loop(ctx context.Context) {
-	t := time.NewTicker(metricsInterval)
+	t := time.NewTicker(m.interval)
 	defer t.Stop()
 	for {
-		m.sample(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		if m.warm() {
+			m.sample(ctx)
+		} else {
+			m.reset()
+		}
 	}
+}
+
+// warm reports whether metrics were asked for within the last idle period.
+func (m *metricsSampler) warm() bool {
+	at := m.asked.Load()
+	return at != 0 && time.Since(time.Unix(0, at)) < m.idle
+}
+
+// reset forgets the samples: once idle, they would only grow stale.
+func (m *metricsSampler) reset() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	clear(m.prev)
+	clear(m.last)
+}
+
+// current samples now and marks the metrics asked for; when the sampler was idle it samples
+// first warmup earlier, so that CPU percentages are a rate over that time. Errors: the
+// backend's, or ctx's.
+func (m *metricsSampler) current(ctx context.Context) error {
+	cold := !m.warm()
+	m.asked.Store(time.Now().UnixNano())
+	if cold {
+		if err := m.sample(ctx); err != nil {
+			return err
+		}
+		if !sleepCtx(ctx, m.warmup) {
+			return ctx.Err()
+		}
+	}
+	return m.sample(ctx)
 }
 
 // sample takes a new sample of every live container; the previous one is kept for rates.
@@ -105,9 +155,10 @@ func (m *metricsSampler) get(handle string) (models.ContainerMetrics, bool) {
 	return out, true
 }
 
-// Metrics samples the containers now and returns each one's usage.
+// Metrics samples the containers now and returns each one's usage. When metrics were not
+// asked for in the last two minutes it takes a second longer (see metricsIdle).
 func (a *Agent) Metrics(ctx context.Context) ([]InstanceMetrics, error) {
-	if err := a.metrics.sample(ctx); err != nil {
+	if err := a.metrics.current(ctx); err != nil {
 		return nil, err
 	}
 	var out []InstanceMetrics

@@ -130,10 +130,12 @@ func (a *Agent) observeLRP(rec *models.ActualLRP) {
 	}
 }
 
-// lrpRecordGone stops the container answering for a removed record.
+// lrpRecordGone stops the container answering for a removed record, and forgets the app's
+// cached DesiredLRP: the removal may be the app's (see desired.go).
 func (a *Agent) lrpRecordGone(key models.ActualLRPKey, presence string, rev int64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.dropDesiredLocked(key.ProcessGuid)
 	if local := a.findLRP(key, presence); local != nil && (rev == 0 || rev > local.seenRev) {
 		a.stopLocked(local, "the instance record was removed")
 	}
@@ -212,6 +214,18 @@ func (a *Agent) reconcileOnce(ctx context.Context) (int64, error) {
 	records := map[slot]bool{}
 	for _, rec := range lrps {
 		records[slot{rec.ProcessGuid, rec.Presence, rec.Index}] = true
+	}
+	// An instance whose record is missing may be missing because its app was removed (and
+	// perhaps desired again since): its app's cached DesiredLRP goes before any record is
+	// acted on (desired.go).
+	a.mu.Lock()
+	for _, c := range a.containers {
+		if c.kind == KindLRP && !records[slot{c.key.ProcessGuid, c.presence, c.key.Index}] {
+			a.dropDesiredLocked(c.key.ProcessGuid)
+		}
+	}
+	a.mu.Unlock()
+	for _, rec := range lrps {
 		a.observeLRP(rec)
 		if rec.CellID == a.cfg.CellID && rec.InstanceGuid != "" &&
 			(rec.State == models.ActualLRPStateClaimed || rec.State == models.ActualLRPStateRunning) {
@@ -277,8 +291,15 @@ func (a *Agent) reportVanishedLRP(ctx context.Context, rec *models.ActualLRP) {
 // logRetention is how long the log of work no longer on the cell is kept.
 const logRetention = time.Hour
 
-// pruneLogs removes the logs of work that left the cell more than logRetention ago.
+// logIdle is how long an instance's log file stays open after its last line: a cell of quiet
+// instances would otherwise hold a file descriptor per instance (the scale simulator's limit on
+// how many instances a process can run).
+const logIdle = time.Minute
+
+// pruneLogs closes the files of idle logs and removes the logs of work that left the cell more
+// than logRetention ago.
 func (a *Agent) pruneLogs() {
+	a.logs.CloseIdle(logIdle)
 	keys, err := a.logs.Keys()
 	if err != nil {
 		a.log.Warn("listing instance logs", "error", err)

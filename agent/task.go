@@ -46,7 +46,8 @@ func (a *Agent) runTask(c *container, t *models.Task) {
 		a.forget(c)
 		return
 	}
-	a.heartbeatNow()
+	// No early heartbeat for the reservation: the task's record names this cell, and the
+	// auctioneer counts a cell's usage from the records (see presenceLoop).
 	ctx, cancel := a.bbsCtx()
 	shouldStart, err := a.store.StartTask(ctx, t.TaskGuid, a.cfg.CellID)
 	cancel()

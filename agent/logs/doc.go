@@ -4,7 +4,9 @@
 // A Store owns a directory. Each instance has a key (its instance or task guid) naming the
 // file <key>.log; when a line would grow it past the store's per-instance bound, the file is
 // rotated to <key>.log.1 (replacing the previous one), so an instance never holds more than
-// twice the bound on disk. Files survive an agent restart; a new Writer appends.
+// twice the bound on disk. Files survive an agent restart; a new Writer appends. CloseIdle
+// closes the files of logs not written for a while (their writers stay usable; the next line
+// opens the file again), so quiet instances hold no file descriptor.
 //
 // Writers are opened per source ("APP" for the workload, "HEALTH" for health checks, "CELL"
 // for the agent's own messages about the instance) and give one io.Writer per stream:

@@ -405,3 +405,36 @@ func TestForkKeepsPartialLinesApart(t *testing.T) {
 		t.Errorf("Fork of a closed writer = %v, want ErrClosed", err)
 	}
 }
+
+// TestCloseIdle: an idle log's file is closed while its writers stay open; the next line opens
+// it again and every line is kept.
+func TestCloseIdle(t *testing.T) {
+	s := newStore(t, t.TempDir(), 4096)
+	w := newWriter(t, s, SourceApp, "quiet", 0)
+	fmt.Fprintln(w.Stdout(), "before")
+	if n := s.CloseIdle(time.Hour); n != 0 {
+		t.Fatalf("CloseIdle(1h) closed %d files just written, want 0", n)
+	}
+	if n := s.CloseIdle(0); n != 1 {
+		t.Fatalf("CloseIdle(0) closed %d files, want 1", n)
+	}
+	if n := s.CloseIdle(0); n != 0 {
+		t.Fatalf("CloseIdle(0) again closed %d files, want 0", n)
+	}
+	f, err := w.Fork()
+	if err != nil {
+		t.Fatalf("Fork of a writer whose file was closed while idle: %v", err)
+	}
+	fmt.Fprintln(w.Stdout(), "after")
+	fmt.Fprintln(f.Stdout(), "forked")
+	f.Close()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(texts(readAll(t, s, "quiet")), ","); got != "before,after,forked" {
+		t.Fatalf("lines = %s, want before,after,forked", got)
+	}
+	if _, err := fmt.Fprintln(w.Stdout(), "late"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("write after Close: %v, want ErrClosed", err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 )
 
 const (
@@ -116,6 +117,26 @@ func (s *Store) release(lf *logFile) error {
 		return fmt.Errorf("close log %s: %w", lf.path, err)
 	}
 	return nil
+}
+
+// CloseIdle closes the files of logs not written for idle, however many writers they have:
+// an instance that says nothing then holds no file descriptor. The next line written opens
+// its file again. It returns how many files it closed.
+func (s *Store) CloseIdle(idle time.Duration) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, lf := range s.files {
+		lf.mu.Lock()
+		if lf.f != nil && time.Since(lf.written) > idle {
+			// Nothing is lost on a failed close of a file opened for append only.
+			lf.f.Close()
+			lf.f = nil
+			n++
+		}
+		lf.mu.Unlock()
+	}
+	return n
 }
 
 // fileLocked returns the state of key, creating it from what is on disk. s.mu is held.
@@ -257,10 +278,11 @@ type logFile struct {
 	max  int64
 
 	mu      sync.Mutex
-	f       *os.File // open while refs > 0
+	f       *os.File // open while refs > 0 and written within the idle time (CloseIdle)
 	refs    int
-	size    int64 // bytes in the current file
-	gen     int64 // rotations since this Store opened the key
+	written time.Time // when f was opened or last written
+	size    int64     // bytes in the current file
+	gen     int64     // rotations since this Store opened the key
 	notify  chan struct{}
 	removed bool
 	closed  bool
@@ -278,6 +300,7 @@ func (lf *logFile) openLocked() error {
 	}
 	lf.f = f
 	lf.size = fi.Size()
+	lf.written = time.Now()
 	return nil
 }
 
@@ -294,8 +317,13 @@ func (lf *logFile) append(b []byte) error {
 	switch {
 	case lf.removed:
 		return fmt.Errorf("write log %s: removed: %w", lf.path, ErrClosed)
-	case lf.closed || lf.f == nil:
+	case lf.closed || lf.refs == 0:
 		return fmt.Errorf("write log %s: %w", lf.path, ErrClosed)
+	}
+	if lf.f == nil { // closed while idle
+		if err := lf.openLocked(); err != nil {
+			return fmt.Errorf("write log %s: %w", lf.path, err)
+		}
 	}
 	if lf.size > 0 && lf.size+int64(len(b)) > lf.max {
 		if err := lf.rotateLocked(); err != nil {
@@ -308,6 +336,7 @@ func (lf *logFile) append(b []byte) error {
 	}
 	n, err := lf.f.Write(b)
 	lf.size += int64(n)
+	lf.written = time.Now()
 	if n > 0 {
 		lf.broadcastLocked()
 	}
@@ -318,11 +347,13 @@ func (lf *logFile) append(b []byte) error {
 }
 
 func (lf *logFile) rotateLocked() error {
-	if err := lf.f.Close(); err != nil {
+	if lf.f != nil {
+		if err := lf.f.Close(); err != nil {
+			lf.f = nil
+			return fmt.Errorf("rotate log %s: close: %w", lf.path, err)
+		}
 		lf.f = nil
-		return fmt.Errorf("rotate log %s: close: %w", lf.path, err)
 	}
-	lf.f = nil
 	if err := os.Rename(lf.path, lf.path+".1"); err != nil {
 		// Keep logging into the current file rather than losing output.
 		if oerr := lf.openLocked(); oerr != nil {

@@ -33,7 +33,7 @@ func (w *Writer) Fork() (ClosableSink, error) {
 	}
 	w.lf.mu.Lock()
 	defer w.lf.mu.Unlock()
-	if w.lf.removed || w.lf.closed || w.lf.f == nil {
+	if w.lf.removed || w.lf.closed || w.lf.refs == 0 {
 		return nil, fmt.Errorf("fork %s log writer: %w", w.out.source, ErrClosed)
 	}
 	w.lf.refs++
