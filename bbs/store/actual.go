@@ -144,6 +144,19 @@ type change struct {
 // every record it touches (and on the absence of every record it creates). It reports false
 // when a comparison failed.
 func (s *Store) commitActual(ctx context.Context, what string, changes ...change) (int64, bool, error) {
+	cmps, ops, err := s.changeOps(changes)
+	if err != nil {
+		return 0, false, err
+	}
+	resp, err := s.txn(ctx, what, cmps, ops...)
+	if err != nil {
+		return 0, false, err
+	}
+	return resp.Header.Revision, resp.Succeeded, nil
+}
+
+// changeOps validates changes and returns the comparisons and writes of their transaction.
+func (s *Store) changeOps(changes []change) ([]clientv3.Cmp, []clientv3.Op, error) {
 	cmps := make([]clientv3.Cmp, 0, len(changes))
 	ops := make([]clientv3.Op, 0, len(changes))
 	for _, c := range changes {
@@ -171,19 +184,15 @@ func (s *Store) commitActual(ctx context.Context, what string, changes ...change
 			err = models.ValidateActualLRPTransition(c.before, c.after)
 		}
 		if err != nil {
-			return 0, false, err
+			return nil, nil, err
 		}
 		val, err := encodeActual(c.after)
 		if err != nil {
-			return 0, false, err
+			return nil, nil, err
 		}
 		ops = append(ops, clientv3.OpPut(k, val))
 	}
-	resp, err := s.txn(ctx, what, cmps, ops...)
-	if err != nil {
-		return 0, false, err
-	}
-	return resp.Header.Revision, resp.Succeeded, nil
+	return cmps, ops, nil
 }
 
 // transitionActual is the read-validate-compare-and-swap loop shared by the transitions of
@@ -350,14 +359,37 @@ func (s *Store) CreateUnclaimedActualLRP(ctx context.Context, key models.ActualL
 	return a, nil
 }
 
+// actualPlan is one brain-side transition of one index, shared by its single call and by
+// ApplyActualLRPOps.
+type actualPlan struct {
+	what     string
+	key      models.ActualLRPKey
+	presence string
+	expect   int64
+	decide   func(r indexRecords, cur *models.ActualLRP) ([]change, *models.ActualLRP, error)
+}
+
+// run applies p on its own: the read-validate-compare-and-swap loop of transitionActual.
+func (s *Store) run(ctx context.Context, p actualPlan) (*models.ActualLRP, error) {
+	return s.transitionActual(ctx, p.what, p.key, p.presence, p.expect, p.decide)
+}
+
 // PlaceActualLRP records the auctioneer's placement of an UNCLAIMED ORDINARY instance.
 func (s *Store) PlaceActualLRP(ctx context.Context, key models.ActualLRPKey, cellID string, expectRevision int64) (*models.ActualLRP, error) {
-	if err := requireField("cell_id", cellID); err != nil {
+	p, err := s.placePlan(key, cellID, expectRevision)
+	if err != nil {
 		return nil, err
 	}
-	what := "place " + actualName(key, models.PresenceOrdinary)
-	return s.transitionActual(ctx, what, key, models.PresenceOrdinary, expectRevision,
-		func(_ indexRecords, cur *models.ActualLRP) ([]change, *models.ActualLRP, error) {
+	return s.run(ctx, p)
+}
+
+func (s *Store) placePlan(key models.ActualLRPKey, cellID string, expectRevision int64) (actualPlan, error) {
+	if err := requireField("cell_id", cellID); err != nil {
+		return actualPlan{}, err
+	}
+	return actualPlan{what: "place " + actualName(key, models.PresenceOrdinary), key: key,
+		presence: models.PresenceOrdinary, expect: expectRevision,
+		decide: func(_ indexRecords, cur *models.ActualLRP) ([]change, *models.ActualLRP, error) {
 			if cur.State != models.ActualLRPStateUnclaimed {
 				return nil, nil, refuse(actualName(key, cur.Presence), cur.State, models.ActualLRPStateUnclaimed, "only an UNCLAIMED instance can be placed")
 			}
@@ -365,17 +397,25 @@ func (s *Store) PlaceActualLRP(ctx context.Context, key models.ActualLRPKey, cel
 			n.ActualLRPInstanceKey = models.ActualLRPInstanceKey{CellID: cellID}
 			n.PlacementError = ""
 			return update(cur, &n)
-		})
+		}}, nil
 }
 
 // FailActualLRPPlacement records why the auctioneer could not place an UNCLAIMED instance.
 func (s *Store) FailActualLRPPlacement(ctx context.Context, key models.ActualLRPKey, reason string, expectRevision int64) (*models.ActualLRP, error) {
-	if err := requireField("placement_error", reason); err != nil {
+	p, err := s.failPlacementPlan(key, reason, expectRevision)
+	if err != nil {
 		return nil, err
 	}
-	what := "fail placement of " + actualName(key, models.PresenceOrdinary)
-	return s.transitionActual(ctx, what, key, models.PresenceOrdinary, expectRevision,
-		func(_ indexRecords, cur *models.ActualLRP) ([]change, *models.ActualLRP, error) {
+	return s.run(ctx, p)
+}
+
+func (s *Store) failPlacementPlan(key models.ActualLRPKey, reason string, expectRevision int64) (actualPlan, error) {
+	if err := requireField("placement_error", reason); err != nil {
+		return actualPlan{}, err
+	}
+	return actualPlan{what: "fail placement of " + actualName(key, models.PresenceOrdinary), key: key,
+		presence: models.PresenceOrdinary, expect: expectRevision,
+		decide: func(_ indexRecords, cur *models.ActualLRP) ([]change, *models.ActualLRP, error) {
 			if cur.State != models.ActualLRPStateUnclaimed {
 				return nil, nil, refuse(actualName(key, cur.Presence), cur.State, models.ActualLRPStateUnclaimed, "only an UNCLAIMED instance has a placement")
 			}
@@ -383,15 +423,19 @@ func (s *Store) FailActualLRPPlacement(ctx context.Context, key models.ActualLRP
 			n.ActualLRPInstanceKey = models.ActualLRPInstanceKey{}
 			n.PlacementError = reason
 			return update(cur, &n)
-		})
+		}}, nil
 }
 
 // RestartActualLRP moves a CRASHED ORDINARY instance back to UNCLAIMED, keeping its crash
 // count and reason, so that it is auctioned again.
 func (s *Store) RestartActualLRP(ctx context.Context, key models.ActualLRPKey, expectRevision int64) (*models.ActualLRP, error) {
-	what := "restart " + actualName(key, models.PresenceOrdinary)
-	return s.transitionActual(ctx, what, key, models.PresenceOrdinary, expectRevision,
-		func(_ indexRecords, cur *models.ActualLRP) ([]change, *models.ActualLRP, error) {
+	return s.run(ctx, s.restartPlan(key, expectRevision))
+}
+
+func (s *Store) restartPlan(key models.ActualLRPKey, expectRevision int64) actualPlan {
+	return actualPlan{what: "restart " + actualName(key, models.PresenceOrdinary), key: key,
+		presence: models.PresenceOrdinary, expect: expectRevision,
+		decide: func(_ indexRecords, cur *models.ActualLRP) ([]change, *models.ActualLRP, error) {
 			if cur.State != models.ActualLRPStateCrashed {
 				return nil, nil, refuse(actualName(key, cur.Presence), cur.State, models.ActualLRPStateUnclaimed, "only a CRASHED instance is restarted")
 			}
@@ -400,20 +444,28 @@ func (s *Store) RestartActualLRP(ctx context.Context, key models.ActualLRPKey, e
 			n.ActualLRPNetInfo = models.ActualLRPNetInfo{}
 			n.PlacementError = ""
 			return update(cur, n)
-		})
+		}}
 }
 
 // RetireActualLRP deletes the instance record of presence, whatever its state.
 func (s *Store) RetireActualLRP(ctx context.Context, key models.ActualLRPKey, presence string, expectRevision int64) error {
-	if err := validatePresence(presence); err != nil {
+	p, err := s.retirePlan(key, presence, expectRevision)
+	if err != nil {
 		return err
 	}
-	what := "retire " + actualName(key, presence)
-	_, err := s.transitionActual(ctx, what, key, presence, expectRevision,
-		func(_ indexRecords, cur *models.ActualLRP) ([]change, *models.ActualLRP, error) {
-			return []change{{before: cur}}, nil, nil
-		})
+	_, err = s.run(ctx, p)
 	return err
+}
+
+func (s *Store) retirePlan(key models.ActualLRPKey, presence string, expectRevision int64) (actualPlan, error) {
+	if err := validatePresence(presence); err != nil {
+		return actualPlan{}, err
+	}
+	return actualPlan{what: "retire " + actualName(key, presence), key: key,
+		presence: presence, expect: expectRevision,
+		decide: func(_ indexRecords, cur *models.ActualLRP) ([]change, *models.ActualLRP, error) {
+			return []change{{before: cur}}, nil, nil
+		}}, nil
 }
 
 // MarkActualLRPSuspect turns the ORDINARY CLAIMED or RUNNING record of an instance whose cell
@@ -421,9 +473,13 @@ func (s *Store) RetireActualLRP(ctx context.Context, key models.ActualLRPKey, pr
 // replacement, in one transaction. A SUSPECT record left from an earlier suspicion of the same
 // index is replaced. It returns the new ORDINARY record.
 func (s *Store) MarkActualLRPSuspect(ctx context.Context, key models.ActualLRPKey, expectRevision int64) (*models.ActualLRP, error) {
-	what := "mark suspect " + actualName(key, models.PresenceOrdinary)
-	return s.transitionActual(ctx, what, key, models.PresenceOrdinary, expectRevision,
-		func(r indexRecords, cur *models.ActualLRP) ([]change, *models.ActualLRP, error) {
+	return s.run(ctx, s.suspectPlan(key, expectRevision))
+}
+
+func (s *Store) suspectPlan(key models.ActualLRPKey, expectRevision int64) actualPlan {
+	return actualPlan{what: "mark suspect " + actualName(key, models.PresenceOrdinary), key: key,
+		presence: models.PresenceOrdinary, expect: expectRevision,
+		decide: func(r indexRecords, cur *models.ActualLRP) ([]change, *models.ActualLRP, error) {
 			if cur.State != models.ActualLRPStateRunning && cur.State != models.ActualLRPStateClaimed {
 				return nil, nil, refuse(actualName(key, cur.Presence), cur.State, models.PresenceSuspect, "only a CLAIMED or RUNNING instance can become suspect")
 			}
@@ -437,7 +493,7 @@ func (s *Store) MarkActualLRPSuspect(ctx context.Context, key models.ActualLRPKe
 				{before: r.suspect, after: &suspect, replace: true},
 				{before: cur, after: replacement},
 			}, replacement, nil
-		})
+		}}
 }
 
 // ClaimActualLRP: the cell instanceKey.CellID claims an instance placed on it.
