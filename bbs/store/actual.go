@@ -107,7 +107,7 @@ func (r indexRecords) of(presence string) *models.ActualLRP {
 // readIndex reads all presences of key's index with one prefix read.
 func (s *Store) readIndex(ctx context.Context, key models.ActualLRPKey) (indexRecords, error) {
 	var r indexRecords
-	resp, err := s.client.Get(ctx, s.keys.actualIndex(key.ProcessGuid, key.Index), clientv3.WithPrefix())
+	resp, err := s.kv().Get(ctx, s.keys.actualIndex(key.ProcessGuid, key.Index), clientv3.WithPrefix())
 	if err != nil {
 		return r, s.etcdErr(ctx, "read "+actualName(key, models.PresenceOrdinary), err)
 	}
