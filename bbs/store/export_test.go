@@ -4,7 +4,7 @@ package store
 func LeaseStreams(s *Store) int {
 	n := 0
 	for _, r := range s.renew {
-		n += len(r.slots)
+		n += int(r.open.Load())
 	}
 	return n
 }

@@ -3,17 +3,18 @@ package store
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// leaseStreamsPerClient bounds the keep-alive streams a renewer keeps open on one connection,
-// and so the renewals in flight on it. etcd answers the renewals of one stream one after the
-// other, each waiting until the member has applied what it committed, so a single stream
-// would queue every heartbeat of a busy BBS behind the slowest.
-const leaseStreamsPerClient = 16
+// idleLeaseStreams is how many keep-alive streams a renewer keeps open on one connection
+// between renewals. etcd answers the renewals of one stream one after the other, each waiting
+// until the member has applied everything it committed, so a renewal never waits for a busy
+// stream: it opens another, which is kept afterwards if fewer than this many are idle.
+const idleLeaseStreams = 64
 
 // renewer renews leases one at a time over long-lived LeaseKeepAlive streams of one etcd
 // client. clientv3's KeepAliveOnce opens a gRPC stream for every renewal; with a thousand
@@ -22,7 +23,7 @@ const leaseStreamsPerClient = 16
 type renewer struct {
 	client *clientv3.Client
 	idle   chan *leaseStream
-	slots  chan struct{} // one per stream that exists or is being opened
+	open   atomic.Int64 // streams open, idle or busy
 }
 
 // leaseStream is one open keep-alive stream.
@@ -32,11 +33,7 @@ type leaseStream struct {
 }
 
 func newRenewer(client *clientv3.Client) *renewer {
-	return &renewer{
-		client: client,
-		idle:   make(chan *leaseStream, leaseStreamsPerClient),
-		slots:  make(chan struct{}, leaseStreamsPerClient),
-	}
+	return &renewer{client: client, idle: make(chan *leaseStream, idleLeaseStreams)}
 }
 
 // errStream marks a failure of the keep-alive stream itself (not an answer about the lease):
@@ -50,7 +47,7 @@ func (e *errStream) Unwrap() error { return e.err }
 // rpctypes.ErrLeaseNotFound when the lease no longer exists, *errStream when the stream
 // failed, the context's error when ctx ended.
 func (r *renewer) renew(ctx context.Context, id clientv3.LeaseID) (int64, error) {
-	ls, err := r.take(ctx)
+	ls, err := r.take()
 	if err != nil {
 		return 0, err
 	}
@@ -69,7 +66,7 @@ func (r *renewer) renew(ctx context.Context, id clientv3.LeaseID) (int64, error)
 		}
 		return 0, &errStream{err}
 	}
-	r.idle <- ls
+	r.put(ls)
 	if resp.TTL <= 0 {
 		return 0, rpctypes.ErrLeaseNotFound
 	}
@@ -83,43 +80,36 @@ func (ls *leaseStream) exchange(id clientv3.LeaseID) (*pb.LeaseKeepAliveResponse
 	return ls.stream.Recv()
 }
 
-// take returns an idle stream, opening one while fewer than leaseStreamsPerClient exist, or
-// waits for one to come back.
-func (r *renewer) take(ctx context.Context) (*leaseStream, error) {
+// take returns an idle stream, or opens one when none is idle.
+func (r *renewer) take() (*leaseStream, error) {
 	select {
 	case ls := <-r.idle:
 		return ls, nil
 	default:
 	}
-	select {
-	case ls := <-r.idle:
-		return ls, nil
-	case r.slots <- struct{}{}:
-		ls, err := r.open()
-		if err != nil {
-			<-r.slots
-			return nil, err
-		}
-		return ls, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-// open starts a stream that lives until it fails or is dropped. Like clientv3's own
-// keep-alives it requires a leader, so a member cut off from the cluster refuses at once.
-func (r *renewer) open() (*leaseStream, error) {
+	// Like clientv3's own keep-alives the stream requires a leader, so a member cut off from
+	// the cluster refuses at once.
 	sctx, cancel := context.WithCancel(clientv3.WithRequireLeader(context.Background()))
 	stream, err := pb.NewLeaseClient(r.client.ActiveConnection()).LeaseKeepAlive(sctx)
 	if err != nil {
 		cancel()
 		return nil, &errStream{fmt.Errorf("open: %w", err)}
 	}
+	r.open.Add(1)
 	return &leaseStream{stream: stream, cancel: cancel}, nil
 }
 
-// drop closes a stream that failed or was interrupted and frees its slot.
+// put keeps a stream for the next renewal, or closes it when enough are idle.
+func (r *renewer) put(ls *leaseStream) {
+	select {
+	case r.idle <- ls:
+	default:
+		r.drop(ls)
+	}
+}
+
+// drop closes a stream.
 func (r *renewer) drop(ls *leaseStream) {
 	ls.cancel()
-	<-r.slots
+	r.open.Add(-1)
 }
