@@ -106,12 +106,17 @@ func (r indexRecords) of(presence string) *models.ActualLRP {
 
 // readIndex reads all presences of key's index with one prefix read.
 func (s *Store) readIndex(ctx context.Context, key models.ActualLRPKey) (indexRecords, error) {
-	var r indexRecords
 	resp, err := s.kv().Get(ctx, s.keys.actualIndex(key.ProcessGuid, key.Index), clientv3.WithPrefix())
 	if err != nil {
-		return r, s.etcdErr(ctx, "read "+actualName(key, models.PresenceOrdinary), err)
+		return indexRecords{}, s.etcdErr(ctx, "read "+actualName(key, models.PresenceOrdinary), err)
 	}
-	for _, kv := range resp.Kvs {
+	return indexFrom(resp.Kvs)
+}
+
+// indexFrom decodes the records of one index read with a prefix read.
+func indexFrom(kvs []*mvccpb.KeyValue) (indexRecords, error) {
+	var r indexRecords
+	for _, kv := range kvs {
 		a, err := decodeActual(kv)
 		if err != nil {
 			return r, err
@@ -140,19 +145,25 @@ type change struct {
 	actor *models.ActualLRPInstanceKey
 }
 
-// commitActual validates and writes changes in one transaction compared on the revision of
-// every record it touches (and on the absence of every record it creates). It reports false
-// when a comparison failed.
-func (s *Store) commitActual(ctx context.Context, what string, changes ...change) (int64, bool, error) {
+// commitActual validates and writes changes, all of key's index, in one transaction compared
+// on the revision of every record it touches (and on the absence of every record it creates).
+// When a comparison fails it reports false and returns every presence of the index as that
+// transaction read them, so the caller can decide again without another request.
+func (s *Store) commitActual(ctx context.Context, what string, key models.ActualLRPKey, changes ...change) (int64, bool, indexRecords, error) {
 	cmps, ops, err := s.changeOps(changes)
 	if err != nil {
-		return 0, false, err
+		return 0, false, indexRecords{}, err
 	}
-	resp, err := s.txn(ctx, what, cmps, ops...)
+	resp, err := s.kv().Txn(ctx).If(cmps...).Then(ops...).
+		Else(clientv3.OpGet(s.keys.actualIndex(key.ProcessGuid, key.Index), clientv3.WithPrefix())).Commit()
 	if err != nil {
-		return 0, false, err
+		return 0, false, indexRecords{}, s.etcdErr(ctx, what, err)
 	}
-	return resp.Header.Revision, resp.Succeeded, nil
+	if resp.Succeeded {
+		return resp.Header.Revision, true, indexRecords{}, nil
+	}
+	fresh, err := indexFrom(resp.Responses[0].GetResponseRange().GetKvs())
+	return 0, false, fresh, err
 }
 
 // changeOps validates changes and returns the comparisons and writes of their transaction.
@@ -207,14 +218,20 @@ func (s *Store) transitionActual(ctx context.Context, what string, key models.Ac
 	if err := validateActualKey(key); err != nil {
 		return nil, err
 	}
-	if out, ok := s.transitionCached(ctx, what, key, presence, expectRevision, decide); ok {
+	out, ok, fresh := s.transitionCached(ctx, what, key, presence, expectRevision, decide)
+	if ok {
 		return out, nil
 	}
-	var out *models.ActualLRP
 	err := s.retry(ctx, what, func() (bool, error) {
-		r, err := s.readIndex(ctx, key)
-		if err != nil {
-			return false, err
+		// The records a failed compare-and-swap read back, or a read of its own.
+		var r indexRecords
+		if fresh != nil {
+			r, fresh = *fresh, nil
+		} else {
+			var err error
+			if r, err = s.readIndex(ctx, key); err != nil {
+				return false, err
+			}
 		}
 		var cur *models.ActualLRP
 		if presence != "" {
@@ -233,7 +250,7 @@ func (s *Store) transitionActual(ctx context.Context, what string, key models.Ac
 			out = result
 			return true, nil
 		}
-		rev, ok, err := s.commitActual(ctx, what, changes...)
+		rev, ok, now, err := s.commitActual(ctx, what, key, changes...)
 		if err != nil {
 			return false, err
 		}
@@ -241,6 +258,7 @@ func (s *Store) transitionActual(ctx context.Context, what string, key models.Ac
 			if expectRevision != 0 {
 				return false, conflict(what, expectRevision, 0)
 			}
+			fresh = &now
 			return false, nil
 		}
 		if result != nil {
@@ -258,35 +276,39 @@ func (s *Store) transitionActual(ctx context.Context, what string, key models.Ac
 // takes the authoritative path — whenever the cache lacks the record, disagrees with
 // expectRevision, refuses the transition, has nothing to change, or loses the
 // compare-and-swap, so that every refusal and every answer without a write come from a read
-// of etcd, as before.
+// of etcd, as before. A lost compare-and-swap returns the records its transaction read
+// instead (fresh), which are such a read.
 func (s *Store) transitionCached(ctx context.Context, what string, key models.ActualLRPKey, presence string,
 	expectRevision int64, decide func(r indexRecords, cur *models.ActualLRP) ([]change, *models.ActualLRP, error),
-) (*models.ActualLRP, bool) {
+) (out *models.ActualLRP, ok bool, fresh *indexRecords) {
 	if s.opts.DirectWatch {
-		return nil, false
+		return nil, false, nil
 	}
 	r, ok := s.hub.index(key)
 	if !ok {
-		return nil, false
+		return nil, false, nil
 	}
 	var cur *models.ActualLRP
 	if presence != "" {
 		if cur = r.of(presence); cur == nil || (expectRevision != 0 && cur.Revision != expectRevision) {
-			return nil, false
+			return nil, false, nil
 		}
 	}
 	changes, result, err := decide(r, cur)
 	if err != nil || len(changes) == 0 {
-		return nil, false
+		return nil, false, nil
 	}
-	rev, committed, err := s.commitActual(ctx, what, changes...)
-	if err != nil || !committed {
-		return nil, false
+	rev, committed, now, err := s.commitActual(ctx, what, key, changes...)
+	if err != nil {
+		return nil, false, nil
+	}
+	if !committed {
+		return nil, false, &now
 	}
 	if result != nil {
 		result.Revision = rev
 	}
-	return result, true
+	return result, true, nil
 }
 
 // update returns a single-change plan: before becomes after, and after is returned.
