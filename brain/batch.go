@@ -41,7 +41,15 @@ func (s *session) applyBatch(ctx context.Context, ws []lrpWrite) {
 		ops[i] = w.op
 	}
 	s.b.metrics.writeBatch.Observe(float64(len(ops)))
-	results, err := s.b.bbs.ApplyActualLRPOps(ctx, ops)
+	var results []store.ActualLRPOpResult
+	var err error
+	select {
+	case s.batches <- struct{}{}:
+		results, err = s.b.bbs.ApplyActualLRPOps(ctx, ops)
+		<-s.batches
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
 	if err == nil && len(results) != len(ops) {
 		err = fmt.Errorf("%d results for %d operations", len(results), len(ops))
 	}

@@ -36,6 +36,8 @@ func TestConfigValidate(t *testing.T) {
 		{"no sweep", func(c *Config) { c.ConvergeInterval = 0 }, false},
 		{"negative debounce", func(c *Config) { c.ConvergeDebounce = -1 }, false},
 		{"no concurrency", func(c *Config) { c.ApplyConcurrency = 0 }, false},
+		{"default batch concurrency", func(c *Config) { c.BatchConcurrency = 0 }, true},
+		{"negative batch concurrency", func(c *Config) { c.BatchConcurrency = -1 }, false},
 		{"no callback attempts", func(c *Config) { c.CallbackAttempts = 0 }, false},
 		{"negative converge option", func(c *Config) { c.Converge.PendingTaskTimeout = -1 }, false},
 		{"negative auction weight", func(c *Config) { c.Auction.StartingContainerWeight = -1 }, false},
