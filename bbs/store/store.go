@@ -134,7 +134,8 @@ var _ Interface = (*Store)(nil)
 
 // New returns a Store over client. Zero fields of opts take DefaultOptions; New panics if the
 // result is invalid (a programming error, such as a prefix without slashes). The caller owns
-// client and closes it after the last use of the Store.
+// client and closes it after the last use of the Store. The Store keeps lease keep-alive
+// streams open on its clients (at most 64 idle per client) until they are closed.
 func New(client *clientv3.Client, opts Options) *Store {
 	opts = opts.withDefaults()
 	if err := opts.Validate(); err != nil {
