@@ -47,7 +47,7 @@ func (e *errStream) Unwrap() error { return e.err }
 // rpctypes.ErrLeaseNotFound when the lease no longer exists, *errStream when the stream
 // failed, the context's error when ctx ended.
 func (r *renewer) renew(ctx context.Context, id clientv3.LeaseID) (int64, error) {
-	ls, err := r.take()
+	ls, err := r.take(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -80,8 +80,9 @@ func (ls *leaseStream) exchange(id clientv3.LeaseID) (*pb.LeaseKeepAliveResponse
 	return ls.stream.Recv()
 }
 
-// take returns an idle stream, or opens one when none is idle.
-func (r *renewer) take() (*leaseStream, error) {
+// take returns an idle stream, or opens one when none is idle. The stream outlives ctx, but
+// opening it does not: clientv3 waits for a ready connection, which may take long.
+func (r *renewer) take(ctx context.Context) (*leaseStream, error) {
 	select {
 	case ls := <-r.idle:
 		return ls, nil
@@ -90,9 +91,16 @@ func (r *renewer) take() (*leaseStream, error) {
 	// Like clientv3's own keep-alives the stream requires a leader, so a member cut off from
 	// the cluster refuses at once.
 	sctx, cancel := context.WithCancel(clientv3.WithRequireLeader(context.Background()))
+	stop := context.AfterFunc(ctx, cancel)
 	stream, err := pb.NewLeaseClient(r.client.ActiveConnection()).LeaseKeepAlive(sctx)
+	if !stop() {
+		err = ctx.Err() // ctx ended while the stream was being opened: it is cancelled
+	}
 	if err != nil {
 		cancel()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		return nil, &errStream{fmt.Errorf("open: %w", err)}
 	}
 	r.open.Add(1)
