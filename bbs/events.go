@@ -132,7 +132,22 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, _ certs.Identity
 	for {
 		select {
 		case ev := <-evc:
-			if err := st.send(ev); err != nil {
+			// Whatever else is already waiting goes out with it in one flush: in a burst
+			// (a batch of placements) a stream then costs a write per burst, not per event.
+			err := st.write(ev)
+		burst:
+			for n := 1; err == nil && n < maxEventsPerFlush; n++ {
+				select {
+				case ev = <-evc:
+					err = st.write(ev)
+				default:
+					break burst
+				}
+			}
+			if err == nil {
+				err = st.rc.Flush()
+			}
+			if err != nil {
 				return nil // the client went away
 			}
 		case err := <-errc:
@@ -181,8 +196,19 @@ func (s *sseStream) start() {
 	_ = s.rc.Flush()
 }
 
+// maxEventsPerFlush bounds how many waiting events a stream writes before it flushes.
+const maxEventsPerFlush = 64
+
 // send writes one event (unless the client saw it before the reconnect) and flushes it.
 func (s *sseStream) send(ev store.Event) error {
+	if err := s.write(ev); err != nil {
+		return err
+	}
+	return s.rc.Flush()
+}
+
+// write writes one event, unless the client saw it before the reconnect, without flushing.
+func (s *sseStream) write(ev store.Event) error {
 	if ev.Revision == s.cur.Revision {
 		s.cur.N++
 	} else {
@@ -195,10 +221,8 @@ func (s *sseStream) send(ev store.Event) error {
 	if err != nil {
 		return fmt.Errorf("encode event: %w", err)
 	}
-	if _, err := fmt.Fprintf(s.w, "id: %s\nevent: %s\ndata: %s\n\n", s.cur, ev.Type, data); err != nil {
-		return err
-	}
-	return s.rc.Flush()
+	_, err = fmt.Fprintf(s.w, "id: %s\nevent: %s\ndata: %s\n\n", s.cur, ev.Type, data)
+	return err
 }
 
 // comment writes an SSE comment line (ignored by clients; keeps proxies from timing out).

@@ -269,6 +269,60 @@ func (s *Server) markActualLRPSuspect(w http.ResponseWriter, r *http.Request, _ 
 	return s.answerLRP(w)(s.store.MarkActualLRPSuspect(r.Context(), key, req.Revision))
 }
 
+// applyActualLRPOps answers many brain writes in one request, one result per operation: an
+// operation refused does not fail the others, so the answer is 200 whenever the request itself
+// is well formed.
+func (s *Server) applyActualLRPOps(w http.ResponseWriter, r *http.Request, _ certs.Identity) error {
+	var req client.ActualLRPBatchRequest
+	if err := s.decode(w, r, &req, false); err != nil {
+		return err
+	}
+	if len(req.Ops) > store.MaxActualLRPOps {
+		return reqErr(ErrInvalidRequest, "%d operations are over the limit of %d per request", len(req.Ops), store.MaxActualLRPOps)
+	}
+	results := make([]client.ActualLRPBatchResult, len(req.Ops))
+	ops := make([]store.ActualLRPOp, 0, len(req.Ops))
+	pos := make([]int, 0, len(req.Ops)) // index in req.Ops of each op passed to the store
+	for i, op := range req.Ops {
+		if op.Action == store.ActionPlace {
+			if err := models.ValidateCellID("cell_id", op.CellID); err != nil {
+				results[i] = s.batchError(r, err)
+				continue
+			}
+		}
+		ops = append(ops, op)
+		pos = append(pos, i)
+	}
+	out, err := s.store.ApplyActualLRPOps(r.Context(), ops)
+	if err != nil {
+		return err
+	}
+	for j, res := range out {
+		if res.Err != nil {
+			results[pos[j]] = s.batchError(r, res.Err)
+			continue
+		}
+		results[pos[j]] = client.ActualLRPBatchResult{ActualLRP: res.ActualLRP, Status: http.StatusOK}
+	}
+	s.writeJSON(w, http.StatusOK, client.ActualLRPBatchResponse{Results: results})
+	return nil
+}
+
+// batchError is the result of one refused operation of a batch, as writeError would answer it
+// for the single call.
+func (s *Server) batchError(r *http.Request, err error) client.ActualLRPBatchResult {
+	status, typ := classify(err)
+	msg := err.Error()
+	if status >= 500 {
+		s.logger.Warn("batch operation failed", "path", r.URL.Path, "status", status, "error", err)
+		if status == http.StatusInternalServerError {
+			msg = "internal error"
+		}
+	}
+	s.metrics.storeErrors.WithLabelValues(typ).Inc()
+	return client.ActualLRPBatchResult{Status: status, Error: &client.ErrorBody{Type: typ, Message: msg}}
+}
+
 // ---- Actual LRPs: cell ----
 
 func (s *Server) claimActualLRP(w http.ResponseWriter, r *http.Request, id certs.Identity) error {

@@ -38,6 +38,7 @@ func (s *Server) routes() *http.ServeMux {
 	s.handle(mux, "GET /v1/actual_lrps", anyRole, s.actualLRPs)
 	s.handle(mux, "GET /v1/actual_lrps/{guid}/{index}", anyRole, s.actualLRPGroup)
 	s.handle(mux, "DELETE /v1/actual_lrps/{guid}/{index}", allowOperator, s.restartActualLRPInstance)
+	s.handle(mux, "POST /v1/actual_lrps/batch", brainOrOperator, s.applyActualLRPOps)
 	s.handle(mux, "POST /v1/actual_lrps/{guid}/{index}/unclaimed", brainOrOperator, s.createUnclaimedActualLRP)
 	s.handle(mux, "POST /v1/actual_lrps/{guid}/{index}/place", brainOrOperator, s.placeActualLRP)
 	s.handle(mux, "POST /v1/actual_lrps/{guid}/{index}/fail_placement", brainOrOperator, s.failActualLRPPlacement)

@@ -36,6 +36,8 @@ func TestConfigValidate(t *testing.T) {
 		{"no sweep", func(c *Config) { c.ConvergeInterval = 0 }, false},
 		{"negative debounce", func(c *Config) { c.ConvergeDebounce = -1 }, false},
 		{"no concurrency", func(c *Config) { c.ApplyConcurrency = 0 }, false},
+		{"default batch concurrency", func(c *Config) { c.BatchConcurrency = 0 }, true},
+		{"negative batch concurrency", func(c *Config) { c.BatchConcurrency = -1 }, false},
 		{"no callback attempts", func(c *Config) { c.CallbackAttempts = 0 }, false},
 		{"negative converge option", func(c *Config) { c.Converge.PendingTaskTimeout = -1 }, false},
 		{"negative auction weight", func(c *Config) { c.Auction.StartingContainerWeight = -1 }, false},
@@ -57,10 +59,38 @@ func TestConfigValidate(t *testing.T) {
 
 // TestPlacement: the auction's rules seen through the running system — an even spread over
 // equal cells, rootfs pinning, and a placement error recorded on the instance.
+// writeCounter counts the brain's instance writes: one by one, and in batches.
+type writeCounter struct {
+	store.Interface
+	singles, batches, batched atomic.Int64
+}
+
+func (w *writeCounter) PlaceActualLRP(ctx context.Context, k models.ActualLRPKey, cell string, rev int64) (*models.ActualLRP, error) {
+	w.singles.Add(1)
+	return w.Interface.PlaceActualLRP(ctx, k, cell, rev)
+}
+
+func (w *writeCounter) FailActualLRPPlacement(ctx context.Context, k models.ActualLRPKey, reason string, rev int64) (*models.ActualLRP, error) {
+	w.singles.Add(1)
+	return w.Interface.FailActualLRPPlacement(ctx, k, reason, rev)
+}
+
+func (w *writeCounter) MarkActualLRPSuspect(ctx context.Context, k models.ActualLRPKey, rev int64) (*models.ActualLRP, error) {
+	w.singles.Add(1)
+	return w.Interface.MarkActualLRPSuspect(ctx, k, rev)
+}
+
+func (w *writeCounter) ApplyActualLRPOps(ctx context.Context, ops []store.ActualLRPOp) ([]store.ActualLRPOpResult, error) {
+	w.batches.Add(1)
+	w.batched.Add(int64(len(ops)))
+	return w.Interface.ApplyActualLRPOps(ctx, ops)
+}
+
 func TestPlacement(t *testing.T) {
 	c := newCluster(t, nil)
 	log := c.watchPlacements()
-	b := c.startBrain(brainOpts{})
+	writes := &writeCounter{}
+	b := c.startBrain(brainOpts{wrap: func(s store.Interface) store.Interface { writes.Interface = s; return writes }})
 	for _, id := range []string{"cell-1", "cell-2", "cell-3"} {
 		c.startCell(id, "z1", []string{linux}, 10*time.Second, false)
 	}
@@ -119,6 +149,10 @@ func TestPlacement(t *testing.T) {
 	if got := metricValue(t, b, "trellis_brain_leader"); got != 1 {
 		t.Errorf("leader gauge = %v, want 1", got)
 	}
+	// Placements and placement errors go to the BBS in batches, not one request each.
+	if n, batches, batched := writes.singles.Load(), writes.batches.Load(), writes.batched.Load(); n != 0 || batches == 0 || batched < 36 || batches >= batched {
+		t.Errorf("instance writes: %d one by one, %d in %d batches; want none one by one and fewer batches than writes", n, batched, batches)
+	}
 }
 
 // TestCellLoss: a cell stops heartbeating; its instances run on the other cells within the
@@ -126,7 +160,8 @@ func TestPlacement(t *testing.T) {
 func TestCellLoss(t *testing.T) {
 	const ttl = 2 * time.Second
 	c := newCluster(t, nil)
-	c.startBrain(brainOpts{})
+	writes := &writeCounter{}
+	c.startBrain(brainOpts{wrap: func(s store.Interface) store.Interface { writes.Interface = s; return writes }})
 	cells := map[string]*testCell{}
 	for _, id := range []string{"cell-1", "cell-2", "cell-3"} {
 		cells[id] = c.startCell(id, "z1", []string{linux}, ttl, false)
@@ -152,6 +187,9 @@ func TestCellLoss(t *testing.T) {
 		ttl, took.Round(time.Millisecond), ttl+5*time.Second)
 	if per["cell-1"] != 3 || per["cell-3"] != 3 {
 		t.Errorf("instances per cell after the loss = %v, want 3 on cell-1 and cell-3", per)
+	}
+	if n := writes.singles.Load(); n != 0 {
+		t.Errorf("%d instance writes one by one; want them all in batches", n)
 	}
 	eventually(t, 5*time.Second, func() string {
 		for _, a := range c.actuals("web") {

@@ -25,6 +25,7 @@ const (
 	DefaultCallbackTimeout   = 10 * time.Second
 	DefaultCallbackAttempts  = 3
 	DefaultApplyConcurrency  = 32
+	DefaultBatchConcurrency  = 4
 	DefaultResyncDelay       = time.Second
 	minLockTTL               = time.Second
 	lockNamePatternForHumans = "[a-zA-Z0-9_-]{1,128}"
@@ -61,6 +62,11 @@ type Config struct {
 	// ApplyConcurrency bounds the BBS writes one auction or one convergence issues at a time.
 	// Default 32.
 	ApplyConcurrency int `json:"apply_concurrency"`
+	// BatchConcurrency bounds the batch requests of instance writes (100 writes each) the
+	// leader has in flight. A few keep the work of a cell loss or a drain from reaching every
+	// cell at once, which makes each BBS request wait longer without finishing sooner. 0 means
+	// the default, 4.
+	BatchConcurrency int `json:"batch_concurrency"`
 	// ResyncDelay is the pause before the leader re-reads the BBS after its event stream
 	// failed. Default 1 s.
 	ResyncDelay time.Duration `json:"resync_delay"`
@@ -94,6 +100,7 @@ func DefaultConfig() Config {
 		Converge:          converge.DefaultOptions(),
 		Auction:           auction.DefaultOptions(),
 		ApplyConcurrency:  DefaultApplyConcurrency,
+		BatchConcurrency:  DefaultBatchConcurrency,
 		ResyncDelay:       DefaultResyncDelay,
 		CallbackTimeout:   DefaultCallbackTimeout,
 		CallbackAttempts:  DefaultCallbackAttempts,
@@ -120,6 +127,8 @@ func (c Config) Validate() error {
 		return bad("converge_debounce %v must not be negative", c.ConvergeDebounce)
 	case c.ApplyConcurrency < 1:
 		return bad("apply_concurrency %d must be at least 1", c.ApplyConcurrency)
+	case c.BatchConcurrency < 0:
+		return bad("batch_concurrency %d must not be negative (0 for the default %d)", c.BatchConcurrency, DefaultBatchConcurrency)
 	case c.ResyncDelay <= 0:
 		return bad("resync_delay %v must be positive", c.ResyncDelay)
 	case c.CallbackTimeout <= 0:

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/trellis-run/trellis/bbs/models"
+	"github.com/trellis-run/trellis/bbs/store"
 	"github.com/trellis-run/trellis/brain/auction"
 	"github.com/trellis-run/trellis/brain/converge"
 )
@@ -133,36 +134,54 @@ func (s *session) converge(ctx context.Context, why string) time.Duration {
 	return planned
 }
 
-// jobs turns a plan's immediate actions into BBS writes. Each write that returns the new
-// record puts it in the view, so instances that now need a home go to the auction at once.
+// jobs turns a plan's immediate actions into BBS writes, the instance writes in batches
+// (batchJobs). Each write that returns the new record puts it in the view, so instances that
+// now need a home go to the auction at once.
 func (s *session) jobs(acts converge.Actions) []func(context.Context) {
-	var jobs []func(context.Context)
+	var writes []lrpWrite
 	for _, c := range acts.Create {
-		jobs = append(jobs, func(ctx context.Context) {
-			a, err := s.b.bbs.CreateUnclaimedActualLRP(ctx, c.Key)
-			if s.done(ctx, "create", err, "process_guid", c.Key.ProcessGuid, "index", c.Key.Index) {
-				s.putActual(a)
-			}
+		writes = append(writes, lrpWrite{
+			op: store.ActualLRPOp{Action: store.ActionCreateUnclaimed, ProcessGuid: c.Key.ProcessGuid, Index: c.Key.Index},
+			done: func(ctx context.Context, a *models.ActualLRP, err error) {
+				if s.done(ctx, "create", err, "process_guid", c.Key.ProcessGuid, "index", c.Key.Index) {
+					s.putActual(a)
+				}
+			},
 		})
 	}
 	for _, r := range acts.Retire {
-		jobs = append(jobs, func(ctx context.Context) {
-			err := s.b.bbs.RetireActualLRP(ctx, r.Key, r.Presence, r.Revision)
-			s.done(ctx, "retire", err, "process_guid", r.Key.ProcessGuid, "index", r.Key.Index,
-				"presence", r.Presence, "reason", string(r.Reason))
+		writes = append(writes, lrpWrite{
+			op: store.ActualLRPOp{Action: store.ActionRetire, ProcessGuid: r.Key.ProcessGuid, Index: r.Key.Index,
+				Presence: r.Presence, Revision: r.Revision},
+			done: func(ctx context.Context, _ *models.ActualLRP, err error) {
+				s.done(ctx, "retire", err, "process_guid", r.Key.ProcessGuid, "index", r.Key.Index,
+					"presence", r.Presence, "reason", string(r.Reason))
+			},
 		})
 	}
 	for _, r := range acts.MarkSuspect {
-		jobs = append(jobs, func(ctx context.Context) {
-			a, err := s.b.bbs.MarkActualLRPSuspect(ctx, r.Key, r.Revision)
-			if s.done(ctx, "mark_suspect", err, "process_guid", r.Key.ProcessGuid, "index", r.Key.Index) {
-				s.putActual(a)
-			}
+		writes = append(writes, lrpWrite{
+			op: store.ActualLRPOp{Action: store.ActionMarkSuspect, ProcessGuid: r.Key.ProcessGuid, Index: r.Key.Index,
+				Revision: r.Revision},
+			done: func(ctx context.Context, a *models.ActualLRP, err error) {
+				if s.done(ctx, "mark_suspect", err, "process_guid", r.Key.ProcessGuid, "index", r.Key.Index) {
+					s.putActual(a)
+				}
+			},
 		})
 	}
 	for _, r := range acts.RestartNow {
-		jobs = append(jobs, func(ctx context.Context) { s.restart(ctx, r) })
+		writes = append(writes, lrpWrite{
+			op: store.ActualLRPOp{Action: store.ActionRestart, ProcessGuid: r.Key.ProcessGuid, Index: r.Key.Index,
+				Revision: r.Revision},
+			done: func(ctx context.Context, a *models.ActualLRP, err error) {
+				if s.done(ctx, "restart", err, "process_guid", r.Key.ProcessGuid, "index", r.Key.Index, "due", r.At) {
+					s.putActual(a)
+				}
+			},
+		})
 	}
+	jobs := s.batchJobs(writes)
 	for _, a := range acts.Auction {
 		s.b.metrics.actions.WithLabelValues("auction", "ok").Inc()
 		s.log.Info("auctioning instance again", "process_guid", a.Key.ProcessGuid, "index", a.Key.Index,

@@ -12,6 +12,7 @@ import (
 type metrics struct {
 	auctionDuration  prometheus.Histogram
 	auctionBatch     prometheus.Histogram
+	writeBatch       prometheus.Histogram
 	placements       *prometheus.CounterVec
 	placementErrors  *prometheus.CounterVec
 	lrpsMissing      prometheus.Gauge
@@ -37,6 +38,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: ns, Subsystem: sub, Name: "auction_batch_size",
 			Help:    "Instances and tasks in one auction batch.",
 			Buckets: prometheus.ExponentialBuckets(1, 4, 9),
+		}),
+		writeBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "write_batch_size",
+			Help:    "Instance writes (placements and convergence actions) sent to the BBS in one request.",
+			Buckets: []float64{1, 2, 5, 10, 25, 50, 100},
 		}),
 		placements: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "placements_total",
@@ -88,7 +94,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.auctionDuration, m.auctionBatch, m.placements,
+	for _, c := range []prometheus.Collector{m.auctionDuration, m.auctionBatch, m.writeBatch, m.placements,
 		m.placementErrors, m.lrpsMissing, m.lrpsExtra, m.convergeDuration, m.convergePlan, m.actions, m.leader,
 		m.lockLosses, m.events, m.resyncs} {
 		if err := reg.Register(c); err != nil {

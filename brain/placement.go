@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/trellis-run/trellis/bbs/models"
+	"github.com/trellis-run/trellis/bbs/store"
 	"github.com/trellis-run/trellis/brain/auction"
 )
 
@@ -58,23 +59,26 @@ func (s *session) cellStates(context.Context) ([]*auction.CellState, error) {
 
 // deliver writes one auction's decisions to the BBS, each as a compare-and-swap on the
 // revision the work was queued with, and records the results in the view before returning so
-// the next auction sees them.
+// the next auction sees them. Instance decisions go in batches (batchJobs).
 func (s *session) deliver(ctx context.Context, res auction.Results) {
 	m := s.b.metrics
 	m.auctionDuration.Observe(time.Since(s.auctionStart).Seconds())
 	m.auctionBatch.Observe(float64(res.Len()))
 
-	jobs := make([]func(context.Context), 0, res.Len())
+	var writes []lrpWrite
 	for _, p := range res.PlacedLRPs {
 		if rec := s.takeQueuedLRP(p.Work); rec != nil {
-			jobs = append(jobs, func(ctx context.Context) { s.placeLRP(ctx, rec, p.CellID) })
+			writes = append(writes, s.placeLRP(rec, p.CellID))
 		}
 	}
 	for _, f := range res.FailedLRPs {
 		if rec := s.takeQueuedLRP(f.Work); rec != nil {
-			jobs = append(jobs, func(ctx context.Context) { s.failLRP(ctx, rec, f.Err) })
+			if w, ok := s.failLRP(rec, f.Err); ok {
+				writes = append(writes, w)
+			}
 		}
 	}
+	jobs := s.batchJobs(writes)
 	for _, p := range res.PlacedTasks {
 		if rec := s.takeQueuedTask(p.Work); rec != nil {
 			jobs = append(jobs, func(ctx context.Context) { s.placeTask(ctx, rec, p.CellID) })
@@ -122,37 +126,50 @@ func (s *session) takeQueuedTask(w auction.TaskWork) *models.Task {
 	return t
 }
 
-func (s *session) placeLRP(ctx context.Context, a *models.ActualLRP, cellID string) {
-	next, err := s.b.bbs.PlaceActualLRP(ctx, a.ActualLRPKey, cellID, a.Revision)
-	if err != nil {
-		s.lostLRPPlacement(ctx, a, "place", err)
-		return
+// placeLRP is the write of an instance's placement on cellID.
+func (s *session) placeLRP(a *models.ActualLRP, cellID string) lrpWrite {
+	return lrpWrite{
+		op: store.ActualLRPOp{Action: store.ActionPlace, ProcessGuid: a.ProcessGuid, Index: a.Index,
+			CellID: cellID, Revision: a.Revision},
+		done: func(ctx context.Context, next *models.ActualLRP, err error) {
+			if err != nil {
+				s.lostLRPPlacement(ctx, a, "place", err)
+				return
+			}
+			s.b.metrics.placements.WithLabelValues("lrp").Inc()
+			if s.log.Enabled(ctx, slog.LevelDebug) {
+				s.log.DebugContext(ctx, "placed instance", append([]any{"process_guid", a.ProcessGuid,
+					"index", a.Index, "cell", cellID, "revision", next.Revision}, s.scoreInputs(cellID, a.ProcessGuid)...)...)
+			}
+			s.mu.Lock()
+			s.putActualLocked(next)
+			s.mu.Unlock()
+		},
 	}
-	s.b.metrics.placements.WithLabelValues("lrp").Inc()
-	if s.log.Enabled(ctx, slog.LevelDebug) {
-		s.log.DebugContext(ctx, "placed instance", append([]any{"process_guid", a.ProcessGuid,
-			"index", a.Index, "cell", cellID, "revision", next.Revision}, s.scoreInputs(cellID, a.ProcessGuid)...)...)
-	}
-	s.mu.Lock()
-	s.putActualLocked(next)
-	s.mu.Unlock()
 }
 
-func (s *session) failLRP(ctx context.Context, a *models.ActualLRP, perr error) {
+// failLRP counts and logs an instance the auction could not place and returns the write of
+// the reason, unless the record already carries it.
+func (s *session) failLRP(a *models.ActualLRP, perr error) (lrpWrite, bool) {
 	s.b.metrics.placementErrors.WithLabelValues("lrp", placementReason(perr)).Inc()
-	s.log.WarnContext(ctx, "cannot place instance", "process_guid", a.ProcessGuid, "index", a.Index,
+	s.log.Warn("cannot place instance", "process_guid", a.ProcessGuid, "index", a.Index,
 		"error", perr.Error())
 	if a.CellID == "" && a.PlacementError == perr.Error() {
-		return // already recorded
+		return lrpWrite{}, false // already recorded
 	}
-	next, err := s.b.bbs.FailActualLRPPlacement(ctx, a.ActualLRPKey, perr.Error(), a.Revision)
-	if err != nil {
-		s.lostLRPPlacement(ctx, a, "record placement error", err)
-		return
-	}
-	s.mu.Lock()
-	s.putActualLocked(next)
-	s.mu.Unlock()
+	return lrpWrite{
+		op: store.ActualLRPOp{Action: store.ActionFailPlacement, ProcessGuid: a.ProcessGuid, Index: a.Index,
+			Reason: perr.Error(), Revision: a.Revision},
+		done: func(ctx context.Context, next *models.ActualLRP, err error) {
+			if err != nil {
+				s.lostLRPPlacement(ctx, a, "record placement error", err)
+				return
+			}
+			s.mu.Lock()
+			s.putActualLocked(next)
+			s.mu.Unlock()
+		},
+	}, true
 }
 
 // lostLRPPlacement handles a refused placement write. A record that changed meanwhile

@@ -1,6 +1,7 @@
 package brain
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -88,6 +89,9 @@ type session struct {
 	callbackBackoff map[string]time.Time
 	bg              sync.WaitGroup
 	cannotResolve   atomic.Bool
+
+	// batches bounds the batch requests in flight (Config.BatchConcurrency).
+	batches chan struct{}
 }
 
 func newSession(b *Brain) *session {
@@ -99,6 +103,7 @@ func newSession(b *Brain) *session {
 		restarts:        map[restartKey]Timer{},
 		callbacks:       map[string]bool{},
 		callbackBackoff: map[string]time.Time{},
+		batches:         make(chan struct{}, cmp.Or(b.cfg.BatchConcurrency, DefaultBatchConcurrency)),
 	}
 	s.reset()
 	cfg := auction.DefaultBatcherConfig()

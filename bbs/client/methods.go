@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -163,6 +164,29 @@ func (c *Client) RetireActualLRP(ctx context.Context, key models.ActualLRPKey, p
 // UNCLAIMED replacement. Errors: NotFound, InvalidTransition, Conflict.
 func (c *Client) MarkActualLRPSuspect(ctx context.Context, key models.ActualLRPKey, expectRevision int64) (*models.ActualLRP, error) {
 	return c.actualAction(ctx, key, "suspect", RevisionRequest{Revision: expectRevision})
+}
+
+// ApplyActualLRPOps applies many of the brain's instance writes in one request; each result
+// carries the record or the error (an *APIError) of its operation. Errors (of the request as a
+// whole): InvalidRecord (more than store.MaxActualLRPOps), Unavailable.
+func (c *Client) ApplyActualLRPOps(ctx context.Context, ops []store.ActualLRPOp) ([]store.ActualLRPOpResult, error) {
+	var out ActualLRPBatchResponse
+	if err := c.do(ctx, request{method: http.MethodPost, path: "/v1/actual_lrps/batch",
+		body: ActualLRPBatchRequest{Ops: ops}}, &out); err != nil {
+		return nil, err
+	}
+	if len(out.Results) != len(ops) {
+		return nil, fmt.Errorf("client: POST /v1/actual_lrps/batch: %d results for %d operations", len(out.Results), len(ops))
+	}
+	results := make([]store.ActualLRPOpResult, len(ops))
+	for i, r := range out.Results {
+		if r.Error != nil {
+			results[i].Err = &APIError{Status: r.Status, Type: r.Error.Type, Message: r.Error.Message}
+			continue
+		}
+		results[i].ActualLRP = r.ActualLRP
+	}
+	return results, nil
 }
 
 // ---- Actual LRPs: cell ----

@@ -3,6 +3,7 @@ package client
 import (
 	"github.com/trellis-run/trellis/bbs/certs"
 	"github.com/trellis-run/trellis/bbs/models"
+	"github.com/trellis-run/trellis/bbs/store"
 )
 
 // The request and response bodies of the BBS HTTP API (docs/api.md). The server decodes
@@ -157,4 +158,23 @@ type LockRequest struct {
 type LockResponse struct {
 	Name  string `json:"name"`
 	Owner string `json:"owner"`
+}
+
+// ActualLRPBatchRequest carries many of the brain's instance writes, applied in one request
+// (POST /v1/actual_lrps/batch): at most store.MaxActualLRPOps.
+type ActualLRPBatchRequest struct {
+	Ops []store.ActualLRPOp `json:"ops"`
+}
+
+// ActualLRPBatchResponse answers a batch with one result per operation, in the order given.
+type ActualLRPBatchResponse struct {
+	Results []ActualLRPBatchResult `json:"results"`
+}
+
+// ActualLRPBatchResult is one operation's outcome: the record its single call answers (none
+// for a retire), or the error that call would answer, with its HTTP status.
+type ActualLRPBatchResult struct {
+	ActualLRP *models.ActualLRP `json:"actual_lrp,omitempty"`
+	Error     *ErrorBody        `json:"error,omitempty"`
+	Status    int               `json:"status"`
 }

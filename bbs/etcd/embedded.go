@@ -133,6 +133,20 @@ func (e *Embedded) Client() *clientv3.Client {
 	return e.client
 }
 
+// NewClient returns another client of the member, with a gRPC connection of its own (a
+// store may spread its requests over several). The caller closes it before Close.
+func (e *Embedded) NewClient() (*clientv3.Client, error) {
+	c, err := clientv3.New(clientv3.Config{
+		Endpoints:   e.endpoints,
+		DialTimeout: 5 * time.Second,
+		Logger:      newZapLogger(e.logger, slog.LevelWarn, &e.shutdown),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to embedded etcd at %v: %w", e.endpoints, err)
+	}
+	return c, nil
+}
+
 // Err returns a channel that receives an error if the member fails while running.
 func (e *Embedded) Err() <-chan error {
 	return e.etcd.Err()

@@ -30,9 +30,19 @@ type Config struct {
 	EmbeddedEtcd etcd.Config
 	// Store tunes the store (key prefix, retries).
 	Store store.Options
+	// EtcdConnections is how many etcd clients, each with a gRPC connection of its own, the
+	// store spreads its requests over (Store.Clients); 0 means DefaultEtcdConnections. On one
+	// connection a busy BBS queues its requests behind each other.
+	EtcdConnections int
 	// Server is the HTTP server's configuration.
 	Server bbs.Config
 }
+
+// DefaultEtcdConnections is the number of etcd connections of a BBS by default.
+const DefaultEtcdConnections = 4
+
+// maxEtcdConnections bounds Config.EtcdConnections.
+const maxEtcdConnections = 64
 
 // DefaultConfig returns the defaults of each part.
 func DefaultConfig() Config {
@@ -54,6 +64,10 @@ func (c Config) Validate() error {
 			return err
 		}
 	}
+	if c.EtcdConnections < 0 || c.EtcdConnections > maxEtcdConnections {
+		return fmt.Errorf("%w: etcd connections %d must be between 1 and %d (0 for the default %d)",
+			ErrInvalidConfig, c.EtcdConnections, maxEtcdConnections, DefaultEtcdConnections)
+	}
 	return c.Server.Validate()
 }
 
@@ -63,6 +77,7 @@ type BBS struct {
 	Store    *store.Store
 	embedded *etcd.Embedded
 	client   *clientv3.Client
+	extra    []*clientv3.Client // more connections for the store's requests
 	insecure bool
 	done     chan error
 	cancel   context.CancelFunc
@@ -98,10 +113,33 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*BBS, error) {
 		}
 		b.client = c
 	}
+	conns := cfg.EtcdConnections
+	if conns == 0 {
+		conns = DefaultEtcdConnections
+	}
+	for len(b.extra) < conns-1 {
+		var c *clientv3.Client
+		var err error
+		if b.embedded != nil {
+			c, err = b.embedded.NewClient()
+		} else {
+			ecfg := cfg.Etcd
+			if ecfg.Logger == nil {
+				ecfg.Logger = logger.With("component", "etcd-client")
+			}
+			c, err = etcd.NewClient(ecfg)
+		}
+		if err != nil {
+			b.closeEtcd()
+			return nil, err
+		}
+		b.extra = append(b.extra, c)
+	}
 	so := cfg.Store
 	if so.Logger == nil {
 		so.Logger = logger.With("component", "store")
 	}
+	so.Clients = append(append([]*clientv3.Client(nil), so.Clients...), b.extra...)
 	b.Store = store.New(b.client, so)
 
 	srv, err := bbs.NewServer(cfg.Server, b.Store, logger.With("component", "bbs"))
@@ -161,6 +199,9 @@ func (b *BBS) Close() error {
 }
 
 func (b *BBS) closeEtcd() {
+	for _, c := range b.extra {
+		c.Close()
+	}
 	if b.embedded != nil {
 		b.embedded.Close()
 		return

@@ -2,7 +2,9 @@ package standalone
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/trellis-run/trellis/bbs/client"
@@ -69,5 +71,11 @@ func TestValidateNamesTheProblem(t *testing.T) {
 	cfg.Server.ListenAddress = "127.0.0.1:0"
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("valid config refused: %v", err)
+	}
+	for _, n := range []int{-1, 65} {
+		cfg.EtcdConnections = n
+		if err := cfg.Validate(); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "etcd connections") {
+			t.Errorf("%d etcd connections: %v, want ErrInvalidConfig naming them", n, err)
+		}
 	}
 }

@@ -106,12 +106,17 @@ func (r indexRecords) of(presence string) *models.ActualLRP {
 
 // readIndex reads all presences of key's index with one prefix read.
 func (s *Store) readIndex(ctx context.Context, key models.ActualLRPKey) (indexRecords, error) {
-	var r indexRecords
-	resp, err := s.client.Get(ctx, s.keys.actualIndex(key.ProcessGuid, key.Index), clientv3.WithPrefix())
+	resp, err := s.kv().Get(ctx, s.keys.actualIndex(key.ProcessGuid, key.Index), clientv3.WithPrefix())
 	if err != nil {
-		return r, s.etcdErr(ctx, "read "+actualName(key, models.PresenceOrdinary), err)
+		return indexRecords{}, s.etcdErr(ctx, "read "+actualName(key, models.PresenceOrdinary), err)
 	}
-	for _, kv := range resp.Kvs {
+	return indexFrom(resp.Kvs)
+}
+
+// indexFrom decodes the records of one index read with a prefix read.
+func indexFrom(kvs []*mvccpb.KeyValue) (indexRecords, error) {
+	var r indexRecords
+	for _, kv := range kvs {
 		a, err := decodeActual(kv)
 		if err != nil {
 			return r, err
@@ -140,10 +145,29 @@ type change struct {
 	actor *models.ActualLRPInstanceKey
 }
 
-// commitActual validates and writes changes in one transaction compared on the revision of
-// every record it touches (and on the absence of every record it creates). It reports false
-// when a comparison failed.
-func (s *Store) commitActual(ctx context.Context, what string, changes ...change) (int64, bool, error) {
+// commitActual validates and writes changes, all of key's index, in one transaction compared
+// on the revision of every record it touches (and on the absence of every record it creates).
+// When a comparison fails it reports false and returns every presence of the index as that
+// transaction read them, so the caller can decide again without another request.
+func (s *Store) commitActual(ctx context.Context, what string, key models.ActualLRPKey, changes ...change) (int64, bool, indexRecords, error) {
+	cmps, ops, err := s.changeOps(changes)
+	if err != nil {
+		return 0, false, indexRecords{}, err
+	}
+	resp, err := s.kv().Txn(ctx).If(cmps...).Then(ops...).
+		Else(clientv3.OpGet(s.keys.actualIndex(key.ProcessGuid, key.Index), clientv3.WithPrefix())).Commit()
+	if err != nil {
+		return 0, false, indexRecords{}, s.etcdErr(ctx, what, err)
+	}
+	if resp.Succeeded {
+		return resp.Header.Revision, true, indexRecords{}, nil
+	}
+	fresh, err := indexFrom(resp.Responses[0].GetResponseRange().GetKvs())
+	return 0, false, fresh, err
+}
+
+// changeOps validates changes and returns the comparisons and writes of their transaction.
+func (s *Store) changeOps(changes []change) ([]clientv3.Cmp, []clientv3.Op, error) {
 	cmps := make([]clientv3.Cmp, 0, len(changes))
 	ops := make([]clientv3.Op, 0, len(changes))
 	for _, c := range changes {
@@ -171,19 +195,15 @@ func (s *Store) commitActual(ctx context.Context, what string, changes ...change
 			err = models.ValidateActualLRPTransition(c.before, c.after)
 		}
 		if err != nil {
-			return 0, false, err
+			return nil, nil, err
 		}
 		val, err := encodeActual(c.after)
 		if err != nil {
-			return 0, false, err
+			return nil, nil, err
 		}
 		ops = append(ops, clientv3.OpPut(k, val))
 	}
-	resp, err := s.txn(ctx, what, cmps, ops...)
-	if err != nil {
-		return 0, false, err
-	}
-	return resp.Header.Revision, resp.Succeeded, nil
+	return cmps, ops, nil
 }
 
 // transitionActual is the read-validate-compare-and-swap loop shared by the transitions of
@@ -198,14 +218,20 @@ func (s *Store) transitionActual(ctx context.Context, what string, key models.Ac
 	if err := validateActualKey(key); err != nil {
 		return nil, err
 	}
-	if out, ok := s.transitionCached(ctx, what, key, presence, expectRevision, decide); ok {
+	out, ok, fresh := s.transitionCached(ctx, what, key, presence, expectRevision, decide)
+	if ok {
 		return out, nil
 	}
-	var out *models.ActualLRP
 	err := s.retry(ctx, what, func() (bool, error) {
-		r, err := s.readIndex(ctx, key)
-		if err != nil {
-			return false, err
+		// The records a failed compare-and-swap read back, or a read of its own.
+		var r indexRecords
+		if fresh != nil {
+			r, fresh = *fresh, nil
+		} else {
+			var err error
+			if r, err = s.readIndex(ctx, key); err != nil {
+				return false, err
+			}
 		}
 		var cur *models.ActualLRP
 		if presence != "" {
@@ -224,7 +250,7 @@ func (s *Store) transitionActual(ctx context.Context, what string, key models.Ac
 			out = result
 			return true, nil
 		}
-		rev, ok, err := s.commitActual(ctx, what, changes...)
+		rev, ok, now, err := s.commitActual(ctx, what, key, changes...)
 		if err != nil {
 			return false, err
 		}
@@ -232,6 +258,7 @@ func (s *Store) transitionActual(ctx context.Context, what string, key models.Ac
 			if expectRevision != 0 {
 				return false, conflict(what, expectRevision, 0)
 			}
+			fresh = &now
 			return false, nil
 		}
 		if result != nil {
@@ -249,35 +276,39 @@ func (s *Store) transitionActual(ctx context.Context, what string, key models.Ac
 // takes the authoritative path — whenever the cache lacks the record, disagrees with
 // expectRevision, refuses the transition, has nothing to change, or loses the
 // compare-and-swap, so that every refusal and every answer without a write come from a read
-// of etcd, as before.
+// of etcd, as before. A lost compare-and-swap returns the records its transaction read
+// instead (fresh), which are such a read.
 func (s *Store) transitionCached(ctx context.Context, what string, key models.ActualLRPKey, presence string,
 	expectRevision int64, decide func(r indexRecords, cur *models.ActualLRP) ([]change, *models.ActualLRP, error),
-) (*models.ActualLRP, bool) {
+) (out *models.ActualLRP, ok bool, fresh *indexRecords) {
 	if s.opts.DirectWatch {
-		return nil, false
+		return nil, false, nil
 	}
 	r, ok := s.hub.index(key)
 	if !ok {
-		return nil, false
+		return nil, false, nil
 	}
 	var cur *models.ActualLRP
 	if presence != "" {
 		if cur = r.of(presence); cur == nil || (expectRevision != 0 && cur.Revision != expectRevision) {
-			return nil, false
+			return nil, false, nil
 		}
 	}
 	changes, result, err := decide(r, cur)
 	if err != nil || len(changes) == 0 {
-		return nil, false
+		return nil, false, nil
 	}
-	rev, committed, err := s.commitActual(ctx, what, changes...)
-	if err != nil || !committed {
-		return nil, false
+	rev, committed, now, err := s.commitActual(ctx, what, key, changes...)
+	if err != nil {
+		return nil, false, nil
+	}
+	if !committed {
+		return nil, false, &now
 	}
 	if result != nil {
 		result.Revision = rev
 	}
-	return result, true
+	return result, true, nil
 }
 
 // update returns a single-change plan: before becomes after, and after is returned.
@@ -350,14 +381,37 @@ func (s *Store) CreateUnclaimedActualLRP(ctx context.Context, key models.ActualL
 	return a, nil
 }
 
+// actualPlan is one brain-side transition of one index, shared by its single call and by
+// ApplyActualLRPOps.
+type actualPlan struct {
+	what     string
+	key      models.ActualLRPKey
+	presence string
+	expect   int64
+	decide   func(r indexRecords, cur *models.ActualLRP) ([]change, *models.ActualLRP, error)
+}
+
+// run applies p on its own: the read-validate-compare-and-swap loop of transitionActual.
+func (s *Store) run(ctx context.Context, p actualPlan) (*models.ActualLRP, error) {
+	return s.transitionActual(ctx, p.what, p.key, p.presence, p.expect, p.decide)
+}
+
 // PlaceActualLRP records the auctioneer's placement of an UNCLAIMED ORDINARY instance.
 func (s *Store) PlaceActualLRP(ctx context.Context, key models.ActualLRPKey, cellID string, expectRevision int64) (*models.ActualLRP, error) {
-	if err := requireField("cell_id", cellID); err != nil {
+	p, err := s.placePlan(key, cellID, expectRevision)
+	if err != nil {
 		return nil, err
 	}
-	what := "place " + actualName(key, models.PresenceOrdinary)
-	return s.transitionActual(ctx, what, key, models.PresenceOrdinary, expectRevision,
-		func(_ indexRecords, cur *models.ActualLRP) ([]change, *models.ActualLRP, error) {
+	return s.run(ctx, p)
+}
+
+func (s *Store) placePlan(key models.ActualLRPKey, cellID string, expectRevision int64) (actualPlan, error) {
+	if err := requireField("cell_id", cellID); err != nil {
+		return actualPlan{}, err
+	}
+	return actualPlan{what: "place " + actualName(key, models.PresenceOrdinary), key: key,
+		presence: models.PresenceOrdinary, expect: expectRevision,
+		decide: func(_ indexRecords, cur *models.ActualLRP) ([]change, *models.ActualLRP, error) {
 			if cur.State != models.ActualLRPStateUnclaimed {
 				return nil, nil, refuse(actualName(key, cur.Presence), cur.State, models.ActualLRPStateUnclaimed, "only an UNCLAIMED instance can be placed")
 			}
@@ -365,17 +419,25 @@ func (s *Store) PlaceActualLRP(ctx context.Context, key models.ActualLRPKey, cel
 			n.ActualLRPInstanceKey = models.ActualLRPInstanceKey{CellID: cellID}
 			n.PlacementError = ""
 			return update(cur, &n)
-		})
+		}}, nil
 }
 
 // FailActualLRPPlacement records why the auctioneer could not place an UNCLAIMED instance.
 func (s *Store) FailActualLRPPlacement(ctx context.Context, key models.ActualLRPKey, reason string, expectRevision int64) (*models.ActualLRP, error) {
-	if err := requireField("placement_error", reason); err != nil {
+	p, err := s.failPlacementPlan(key, reason, expectRevision)
+	if err != nil {
 		return nil, err
 	}
-	what := "fail placement of " + actualName(key, models.PresenceOrdinary)
-	return s.transitionActual(ctx, what, key, models.PresenceOrdinary, expectRevision,
-		func(_ indexRecords, cur *models.ActualLRP) ([]change, *models.ActualLRP, error) {
+	return s.run(ctx, p)
+}
+
+func (s *Store) failPlacementPlan(key models.ActualLRPKey, reason string, expectRevision int64) (actualPlan, error) {
+	if err := requireField("placement_error", reason); err != nil {
+		return actualPlan{}, err
+	}
+	return actualPlan{what: "fail placement of " + actualName(key, models.PresenceOrdinary), key: key,
+		presence: models.PresenceOrdinary, expect: expectRevision,
+		decide: func(_ indexRecords, cur *models.ActualLRP) ([]change, *models.ActualLRP, error) {
 			if cur.State != models.ActualLRPStateUnclaimed {
 				return nil, nil, refuse(actualName(key, cur.Presence), cur.State, models.ActualLRPStateUnclaimed, "only an UNCLAIMED instance has a placement")
 			}
@@ -383,15 +445,19 @@ func (s *Store) FailActualLRPPlacement(ctx context.Context, key models.ActualLRP
 			n.ActualLRPInstanceKey = models.ActualLRPInstanceKey{}
 			n.PlacementError = reason
 			return update(cur, &n)
-		})
+		}}, nil
 }
 
 // RestartActualLRP moves a CRASHED ORDINARY instance back to UNCLAIMED, keeping its crash
 // count and reason, so that it is auctioned again.
 func (s *Store) RestartActualLRP(ctx context.Context, key models.ActualLRPKey, expectRevision int64) (*models.ActualLRP, error) {
-	what := "restart " + actualName(key, models.PresenceOrdinary)
-	return s.transitionActual(ctx, what, key, models.PresenceOrdinary, expectRevision,
-		func(_ indexRecords, cur *models.ActualLRP) ([]change, *models.ActualLRP, error) {
+	return s.run(ctx, s.restartPlan(key, expectRevision))
+}
+
+func (s *Store) restartPlan(key models.ActualLRPKey, expectRevision int64) actualPlan {
+	return actualPlan{what: "restart " + actualName(key, models.PresenceOrdinary), key: key,
+		presence: models.PresenceOrdinary, expect: expectRevision,
+		decide: func(_ indexRecords, cur *models.ActualLRP) ([]change, *models.ActualLRP, error) {
 			if cur.State != models.ActualLRPStateCrashed {
 				return nil, nil, refuse(actualName(key, cur.Presence), cur.State, models.ActualLRPStateUnclaimed, "only a CRASHED instance is restarted")
 			}
@@ -400,20 +466,28 @@ func (s *Store) RestartActualLRP(ctx context.Context, key models.ActualLRPKey, e
 			n.ActualLRPNetInfo = models.ActualLRPNetInfo{}
 			n.PlacementError = ""
 			return update(cur, n)
-		})
+		}}
 }
 
 // RetireActualLRP deletes the instance record of presence, whatever its state.
 func (s *Store) RetireActualLRP(ctx context.Context, key models.ActualLRPKey, presence string, expectRevision int64) error {
-	if err := validatePresence(presence); err != nil {
+	p, err := s.retirePlan(key, presence, expectRevision)
+	if err != nil {
 		return err
 	}
-	what := "retire " + actualName(key, presence)
-	_, err := s.transitionActual(ctx, what, key, presence, expectRevision,
-		func(_ indexRecords, cur *models.ActualLRP) ([]change, *models.ActualLRP, error) {
-			return []change{{before: cur}}, nil, nil
-		})
+	_, err = s.run(ctx, p)
 	return err
+}
+
+func (s *Store) retirePlan(key models.ActualLRPKey, presence string, expectRevision int64) (actualPlan, error) {
+	if err := validatePresence(presence); err != nil {
+		return actualPlan{}, err
+	}
+	return actualPlan{what: "retire " + actualName(key, presence), key: key,
+		presence: presence, expect: expectRevision,
+		decide: func(_ indexRecords, cur *models.ActualLRP) ([]change, *models.ActualLRP, error) {
+			return []change{{before: cur}}, nil, nil
+		}}, nil
 }
 
 // MarkActualLRPSuspect turns the ORDINARY CLAIMED or RUNNING record of an instance whose cell
@@ -421,9 +495,13 @@ func (s *Store) RetireActualLRP(ctx context.Context, key models.ActualLRPKey, pr
 // replacement, in one transaction. A SUSPECT record left from an earlier suspicion of the same
 // index is replaced. It returns the new ORDINARY record.
 func (s *Store) MarkActualLRPSuspect(ctx context.Context, key models.ActualLRPKey, expectRevision int64) (*models.ActualLRP, error) {
-	what := "mark suspect " + actualName(key, models.PresenceOrdinary)
-	return s.transitionActual(ctx, what, key, models.PresenceOrdinary, expectRevision,
-		func(r indexRecords, cur *models.ActualLRP) ([]change, *models.ActualLRP, error) {
+	return s.run(ctx, s.suspectPlan(key, expectRevision))
+}
+
+func (s *Store) suspectPlan(key models.ActualLRPKey, expectRevision int64) actualPlan {
+	return actualPlan{what: "mark suspect " + actualName(key, models.PresenceOrdinary), key: key,
+		presence: models.PresenceOrdinary, expect: expectRevision,
+		decide: func(r indexRecords, cur *models.ActualLRP) ([]change, *models.ActualLRP, error) {
 			if cur.State != models.ActualLRPStateRunning && cur.State != models.ActualLRPStateClaimed {
 				return nil, nil, refuse(actualName(key, cur.Presence), cur.State, models.PresenceSuspect, "only a CLAIMED or RUNNING instance can become suspect")
 			}
@@ -437,7 +515,7 @@ func (s *Store) MarkActualLRPSuspect(ctx context.Context, key models.ActualLRPKe
 				{before: r.suspect, after: &suspect, replace: true},
 				{before: cur, after: replacement},
 			}, replacement, nil
-		})
+		}}
 }
 
 // ClaimActualLRP: the cell instanceKey.CellID claims an instance placed on it.

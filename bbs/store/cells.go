@@ -34,7 +34,7 @@ func leaseSeconds(field string, ttl time.Duration) (int64, error) {
 
 // grant creates a lease of ttl seconds.
 func (s *Store) grant(ctx context.Context, what string, ttl int64) (clientv3.LeaseID, error) {
-	resp, err := s.client.Grant(ctx, ttl)
+	resp, err := s.kv().Grant(ctx, ttl)
 	if err != nil {
 		return 0, s.etcdErr(ctx, what+": grant lease", err)
 	}
@@ -44,18 +44,24 @@ func (s *Store) grant(ctx context.Context, what string, ttl int64) (clientv3.Lea
 // revokeQuietly revokes a lease that was granted but not used (a lost race); failure only
 // delays its expiry, so it is logged, not returned.
 func (s *Store) revokeQuietly(ctx context.Context, id clientv3.LeaseID) {
-	if _, err := s.client.Revoke(ctx, id); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+	if _, err := s.kv().Revoke(ctx, id); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 		s.log.Debug("revoke unused lease", "lease", int64(id), "error", err)
 	}
 }
 
-// keepAlive renews lease once. It reports false when the lease no longer exists (expired or
-// revoked).
+// keepAlive renews lease once, over one of the renewers' long-lived streams (or, should
+// that stream fail, a stream of its own). It reports false when the lease no longer exists
+// (expired or revoked).
 func (s *Store) keepAlive(ctx context.Context, what string, lease int64) (bool, error) {
 	if lease == 0 {
 		return false, nil
 	}
-	_, err := s.client.KeepAliveOnce(ctx, clientv3.LeaseID(lease))
+	i := s.pick()
+	_, err := s.renew[i].renew(ctx, clientv3.LeaseID(lease))
+	if se := (*errStream)(nil); errors.As(err, &se) {
+		s.log.Debug("lease keep-alive stream failed; renewing on a stream of its own", "lease", lease, "error", err)
+		_, err = s.pool[i].KeepAliveOnce(ctx, clientv3.LeaseID(lease))
+	}
 	switch {
 	case err == nil:
 		return true, nil
@@ -182,12 +188,12 @@ func (s *Store) RemoveCell(ctx context.Context, cellID string) error {
 		return notFound("cell " + cellID)
 	}
 	if kv.Lease == 0 {
-		if _, err := s.client.Delete(ctx, key); err != nil {
+		if _, err := s.kv().Delete(ctx, key); err != nil {
 			return s.etcdErr(ctx, what, err)
 		}
 		return nil
 	}
-	if _, err := s.client.Revoke(ctx, clientv3.LeaseID(kv.Lease)); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+	if _, err := s.kv().Revoke(ctx, clientv3.LeaseID(kv.Lease)); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 		return s.etcdErr(ctx, what, err)
 	}
 	return nil
@@ -219,7 +225,7 @@ func (s *Store) UpsertDomain(ctx context.Context, name string, ttl time.Duration
 	if err != nil {
 		return err
 	}
-	resp, err := s.client.Put(ctx, key, val, append(opts, clientv3.WithPrevKV())...)
+	resp, err := s.kv().Put(ctx, key, val, append(opts, clientv3.WithPrevKV())...)
 	if err != nil {
 		return s.etcdErr(ctx, what, err)
 	}
@@ -292,14 +298,14 @@ func (s *Store) ReleaseLock(ctx context.Context, name, owner string) error {
 	// Revoking the lease read is safe even if the lock changed hands since: a new holder
 	// has a lease of its own.
 	if kv.Lease == 0 {
-		_, err := s.client.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)).
+		_, err := s.kv().Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)).
 			Then(clientv3.OpDelete(string(kv.Key))).Commit()
 		if err != nil {
 			return s.etcdErr(ctx, "release lock "+name, err)
 		}
 		return nil
 	}
-	if _, err := s.client.Revoke(ctx, clientv3.LeaseID(kv.Lease)); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+	if _, err := s.kv().Revoke(ctx, clientv3.LeaseID(kv.Lease)); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 		return s.etcdErr(ctx, "release lock "+name, err)
 	}
 	return nil

@@ -65,6 +65,12 @@ type Interface interface {
 	// Errors: NotFound, InvalidTransition, Conflict.
 	MarkActualLRPSuspect(ctx context.Context, key models.ActualLRPKey, expectRevision int64) (*models.ActualLRP, error)
 
+	// ApplyActualLRPOps applies many of the brain's instance writes above in one call (at most
+	// MaxActualLRPOps): each operation as its single call would, with a result of its own, so
+	// that a refused operation does not fail the others. Operations on the same index are
+	// applied in order. Errors (of the call as a whole): InvalidRecord (too many operations).
+	ApplyActualLRPOps(ctx context.Context, ops []ActualLRPOp) ([]ActualLRPOpResult, error)
+
 	// ---- Actual LRPs: cell (the server checks instanceKey.CellID is the caller's cell) ----
 
 	// ClaimActualLRP: UNCLAIMED placed on instanceKey.CellID (or CLAIMED by the same

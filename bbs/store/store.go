@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -47,6 +48,12 @@ type Options struct {
 	// WatchQueue is how many events a subscriber of the shared watch may fall behind before
 	// its Watch ends with models.ErrCompacted (it reads everything again).
 	WatchQueue int
+	// Clients are more clients of the same etcd cluster, each with a gRPC connection of its
+	// own. Reads, transactions and lease calls go round-robin over the client given to New
+	// and these, so that a busy BBS does not queue them all on one connection; watches stay
+	// on the client given to New. The caller owns them and closes them after the Store's last
+	// use.
+	Clients []*clientv3.Client
 }
 
 // DefaultOptions returns the options New uses for zero fields.
@@ -75,6 +82,11 @@ func (o Options) Validate() error {
 	}
 	if o.WatchHistory < 1 || o.WatchQueue < 1 {
 		return fmt.Errorf("store options: watch history %d and watch queue %d must be at least 1", o.WatchHistory, o.WatchQueue)
+	}
+	for i, c := range o.Clients {
+		if c == nil {
+			return fmt.Errorf("store options: client %d is nil", i)
+		}
 	}
 	return nil
 }
@@ -108,7 +120,10 @@ func (o Options) withDefaults() Options {
 // Store keeps the BBS records in etcd. It holds no state of its own besides the client, so any
 // number of BBS replicas may serve the same cluster. It is safe for concurrent use.
 type Store struct {
-	client *clientv3.Client
+	client *clientv3.Client   // watches
+	pool   []*clientv3.Client // requests: client and Options.Clients
+	renew  []*renewer         // lease renewals, one per client of pool
+	next   atomic.Uint32
 	keys   keys
 	opts   Options
 	log    *slog.Logger
@@ -119,20 +134,37 @@ var _ Interface = (*Store)(nil)
 
 // New returns a Store over client. Zero fields of opts take DefaultOptions; New panics if the
 // result is invalid (a programming error, such as a prefix without slashes). The caller owns
-// client and closes it after the last use of the Store.
+// client and closes it after the last use of the Store. The Store keeps lease keep-alive
+// streams open on its clients (at most 64 idle per client) until they are closed.
 func New(client *clientv3.Client, opts Options) *Store {
 	opts = opts.withDefaults()
 	if err := opts.Validate(); err != nil {
 		panic(err)
 	}
 	s := &Store{client: client, keys: newKeys(opts.Prefix), opts: opts, log: opts.Logger}
+	s.pool = append([]*clientv3.Client{client}, opts.Clients...)
+	for _, c := range s.pool {
+		s.renew = append(s.renew, newRenewer(c))
+	}
 	s.hub = newHub(s)
 	return s
 }
 
+// pick returns the index in the pool of the client for the next request: each of the pool's
+// connections in turn.
+func (s *Store) pick() int {
+	if len(s.pool) == 1 {
+		return 0
+	}
+	return int(s.next.Add(1) % uint32(len(s.pool)))
+}
+
+// kv returns the client for the next request.
+func (s *Store) kv() *clientv3.Client { return s.pool[s.pick()] }
+
 // Revision returns the store's current etcd revision.
 func (s *Store) Revision(ctx context.Context) (int64, error) {
-	resp, err := s.client.Get(ctx, s.keys.prefix, clientv3.WithCountOnly())
+	resp, err := s.kv().Get(ctx, s.keys.prefix, clientv3.WithCountOnly())
 	if err != nil {
 		return 0, s.etcdErr(ctx, "read revision", err)
 	}
@@ -159,7 +191,7 @@ func (s *Store) etcdErr(ctx context.Context, what string, err error) error {
 
 // get reads one key; kv is nil when it does not exist.
 func (s *Store) get(ctx context.Context, key, what string) (*mvccpb.KeyValue, error) {
-	resp, err := s.client.Get(ctx, key)
+	resp, err := s.kv().Get(ctx, key)
 	if err != nil {
 		return nil, s.etcdErr(ctx, "read "+what, err)
 	}
@@ -180,7 +212,7 @@ func (s *Store) list(ctx context.Context, prefix, what string, fn func(kv *mvccp
 		if rev != 0 {
 			opts = append(opts, clientv3.WithRev(rev))
 		}
-		resp, err := s.client.Get(ctx, key, opts...)
+		resp, err := s.kv().Get(ctx, key, opts...)
 		if err != nil {
 			return 0, s.etcdErr(ctx, "list "+what, err)
 		}
@@ -202,7 +234,7 @@ func (s *Store) list(ctx context.Context, prefix, what string, fn func(kv *mvccp
 
 // txn commits one transaction and reports whether its comparisons held.
 func (s *Store) txn(ctx context.Context, what string, cmps []clientv3.Cmp, ops ...clientv3.Op) (*clientv3.TxnResponse, error) {
-	resp, err := s.client.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	resp, err := s.kv().Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
 		return nil, s.etcdErr(ctx, what, err)
 	}

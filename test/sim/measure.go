@@ -312,6 +312,11 @@ func (t *timedStore) MarkActualLRPSuspect(ctx context.Context, k models.ActualLR
 	return t.Interface.MarkActualLRPSuspect(ctx, k, rev)
 }
 
+func (t *timedStore) ApplyActualLRPOps(ctx context.Context, ops []store.ActualLRPOp) ([]store.ActualLRPOpResult, error) {
+	defer t.h.observe("ApplyActualLRPOps", time.Now())
+	return t.Interface.ApplyActualLRPOps(ctx, ops)
+}
+
 func (t *timedStore) ClaimActualLRP(ctx context.Context, k models.ActualLRPKey, ik models.ActualLRPInstanceKey) (*models.ActualLRP, error) {
 	defer t.h.observe("ClaimActualLRP", time.Now())
 	return t.Interface.ClaimActualLRP(ctx, k, ik)
