@@ -25,6 +25,7 @@ type bbsFlags struct {
 	etcdCA        string
 	etcdCert      string
 	etcdKey       string
+	etcdConns     int
 	tlsCA         string
 	tlsCert       string
 	tlsKey        string
@@ -44,6 +45,7 @@ func (f *bbsFlags) add(cmd *cobra.Command) {
 	fl.StringVar(&f.etcdCA, "etcd-ca", "", "CA file verifying the external etcd members")
 	fl.StringVar(&f.etcdCert, "etcd-cert", "", "client certificate for the external etcd")
 	fl.StringVar(&f.etcdKey, "etcd-key", "", "client key for the external etcd")
+	fl.IntVar(&f.etcdConns, "etcd-connections", standalone.DefaultEtcdConnections, "etcd client connections the store spreads its requests over (1-64; watches use the first)")
 	fl.StringVar(&f.tlsCA, "tls-ca", "", "CA file that signs client certificates (operator, brain, cell:<id>)")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "server certificate file")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "server key file")
@@ -59,6 +61,7 @@ func (f *bbsFlags) config() standalone.Config {
 	cfg.DataDir = f.dataDir
 	cfg.Etcd.Endpoints = f.etcdEndpoints
 	cfg.Etcd.CAFile, cfg.Etcd.CertFile, cfg.Etcd.KeyFile = f.etcdCA, f.etcdCert, f.etcdKey
+	cfg.EtcdConnections = f.etcdConns
 	cfg.Server.ListenAddress = f.listen
 	cfg.Server.TLS.CAFile, cfg.Server.TLS.CertFile, cfg.Server.TLS.KeyFile = f.tlsCA, f.tlsCert, f.tlsKey
 	cfg.Server.Insecure = f.insecure
