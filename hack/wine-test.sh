@@ -17,8 +17,8 @@
 #
 # The wineserver: every run kills the one a previous run may have left for the prefix (an old
 # server once kept the mixed-fleet test's agent from starting at all), starts its own
-# persistent one, warms it up (the first wine process boots the prefix's services, and
-# CreateProcess failed with "Internal error" while they were still starting) and ends it on
+# persistent one, warms it up (the first wine process boots the prefix, and CreateProcess
+# failed with "Internal error" while its services were still starting) and ends it on
 # exit. Runs that share the prefix wait for each other. The only retry is of the
 # isolation_windows binary when it fails with wine's "Internal error", announced as a wine
 # start-up hiccup; any other failure is the tests'.
@@ -72,25 +72,45 @@ stop_server() {
   "$wineserver" -w >/dev/null 2>&1 || true
 }
 
-# service_running NAME: whether the prefix's service NAME is RUNNING.
-service_running() {
-  timeout 30 "$wine" sc query "$1" 2>/dev/null </dev/null | grep -Eq 'STATE +: +4 +RUNNING'
+# The services wine starts when it boots a prefix (those with Start=2 in a wine 8 prefix).
+boot_services=(PlugPlay Eventlog MountMgr nsiproxy NDIS)
+
+# service_settled NAME: whether the service manager is done starting the prefix's service NAME:
+# it is RUNNING, or STOPPED after a start was tried (a failure is logged), or it does not exist
+# in this wine version. START_PENDING and "never started" (1077) are not settled.
+service_settled() {
+  local out state code
+  # Through a file: a wine process can hand a pipe to services it starts, which keep it open.
+  timeout 30 "$wine" sc query "$1" >"$cache/sc.out" 2>&1 </dev/null || true
+  out=$(<"$cache/sc.out")
+  case $out in *FAILED*1060*|*"does not exist"*) return 0 ;; esac
+  state=$(sed -n 's/^ *STATE *: *[0-9]* *\([A-Z_]*\).*/\1/p' <<<"$out" | tr -d '\r')
+  code=$(sed -n 's/^ *WIN32_EXIT_CODE *: *\([0-9]*\).*/\1/p' <<<"$out" | tr -d '\r')
+  case $state in
+    RUNNING) return 0 ;;
+    STOPPED) [ "$code" != 1077 ] || return 1
+      log "wine's $1 service stopped with exit code $code (not waited for)"
+      return 0 ;;
+  esac
+  return 1
 }
 
 # start_server starts a persistent wineserver for the prefix (so each wine start takes ~20 ms,
-# not seconds) and waits until it is ready: a first process has run (which boots wine's
-# services), the services wine starts at boot are RUNNING, and one more process starts. Its
-# output and that of the services must not be on a pipe anyone waits for.
+# not seconds) and waits until it is ready: a first process has run (which boots the prefix),
+# the services wine starts at boot have settled, and one more process starts. Its output and
+# that of the services must not be on a pipe anyone waits for.
 start_server() {
   "$wineserver" -p >/dev/null 2>&1 </dev/null
-  local started=$SECONDS
+  local started=$SECONDS s
   timeout 120 "$wine" cmd /c exit 0 >/dev/null 2>&1 </dev/null || return 1
-  until service_running RpcSs && service_running PlugPlay; do
-    if (( SECONDS - started > 60 )); then
-      log "wine's services (RpcSs, PlugPlay) are not RUNNING after 60 s"
-      return 1
-    fi
-    sleep 0.2
+  for s in "${boot_services[@]}"; do
+    until service_settled "$s"; do
+      if (( SECONDS - started > 60 )); then
+        log "wine's $s service has not started after 60 s: $(tr -s ' \r\n' ' ' <"$cache/sc.out")"
+        return 1
+      fi
+      sleep 0.2
+    done
   done
   timeout 60 "$wine" cmd /c exit 0 >/dev/null 2>&1 </dev/null || return 1
   log "wineserver ready in $(( SECONDS - started )) s"
@@ -192,7 +212,7 @@ if [ $status -ne 0 ] && grep -q 'Internal error' "$out"; then
   status=0
   run_tests "$@" || status=$?
 fi
-rm -f "$out"
+rm -f "$out" "$cache/sc.out"
 log "done in $(( $(date +%s) - start )) s, exit status $status"
 rm -rf "$work"
 
