@@ -63,6 +63,8 @@ func TestMSIUnderWine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// installed is true from before each install to after the uninstall that follows it: an
+	// msiexec that fails may still have installed the product, which must not outlive the test.
 	installed := false
 	t.Cleanup(func() {
 		if installed {
@@ -70,10 +72,10 @@ func TestMSIUnderWine(t *testing.T) {
 		}
 		os.RemoveAll(programData)
 	})
+	installed = true
 	f.msiexec(t, dir, "install", "/i", winPath(msis[0]),
 		"BBS_URL="+f.bbs.URL(), "CELL_ID="+cellID, "ZONE=z3", "ROOTFS_PROVIDERS=preloaded:windows2016",
 		"CA_FILE="+winPath(f.pki.CAFile), "CERT_FILE="+winPath(cert.CertFile), "KEY_FILE="+winPath(cert.KeyFile))
-	installed = true
 	cellLine := regexp.MustCompile(`(?m)^` + cellID + `\s+z3\s+windows\s+preloaded:windows2016\s`)
 	f.awaitCell(t, cellLine, programData)
 	if st := f.serviceState(t); st != "RUNNING" {
@@ -121,8 +123,8 @@ func TestMSIUnderWine(t *testing.T) {
 
 	// A reinstall takes the kept settings it is not given (the zone), and an uninstall with
 	// PURGE=1 deletes the configuration and the data.
-	f.msiexec(t, dir, "reinstall", "/i", winPath(msis[1]), "BBS_URL="+f.bbs.URL(), "CELL_ID="+cellID)
 	installed = true
+	f.msiexec(t, dir, "reinstall", "/i", winPath(msis[1]), "BBS_URL="+f.bbs.URL(), "CELL_ID="+cellID)
 	if st := f.serviceState(t); st != "RUNNING" {
 		t.Fatalf("after the reinstall the service is %q, want RUNNING", st)
 	}
@@ -170,16 +172,27 @@ func (f *fleet) msiexec(t *testing.T, dir, name string, args ...string) {
 	}
 }
 
+// wineOutput runs a Windows program of the prefix (msiexec, sc) under wine and returns its
+// output. The output goes to a file, not a pipe: a process the program has wine start (the
+// prefix's services, when they are not up yet) inherits the handle and may keep it open long
+// after the program exits, which a pipe would have to wait for.
 func (f *fleet) wineOutput(timeout time.Duration, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	out, err := os.CreateTemp("", "trellis-wine-out-")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(out.Name())
+	defer out.Close()
 	cmd := exec.CommandContext(ctx, f.wine, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	// Services wine starts inherit the pipe; do not wait for them to close it.
-	cmd.WaitDelay = 2 * time.Second
-	err := cmd.Run()
-	return out.String(), err
+	cmd.Stdout, cmd.Stderr = out, out
+	err = cmd.Run()
+	text, rerr := os.ReadFile(out.Name())
+	if err == nil && rerr != nil {
+		err = rerr
+	}
+	return string(text), err
 }
 
 var scState = regexp.MustCompile(`STATE\s*:\s*\d+\s+(\w+)`)
