@@ -68,7 +68,13 @@ func TestMSIUnderWine(t *testing.T) {
 	installed := false
 	t.Cleanup(func() {
 		if installed {
-			f.msiexec(t, dir, "cleanup-uninstall", "/x", winPath(msis[1]), msi.PurgeProperty+"=1")
+			// Either version may be the one installed when the test stopped.
+			for i := len(msis) - 1; i >= 0 && f.serviceState(t) != ""; i-- {
+				f.wineOutput(3*time.Minute, "msiexec", "/x", winPath(msis[i]), "/qn", msi.PurgeProperty+"=1")
+			}
+			if st := f.serviceState(t); st != "" {
+				t.Errorf("cleanup: the trellis-agent service (%s) is still installed in the wine prefix %s", st, prefix)
+			}
 		}
 		os.RemoveAll(programData)
 	})
