@@ -147,7 +147,6 @@ to apply a change. --tags and --rootfs take comma-separated lists or repeat.`,
 					if err := o.ValidateConfig(o.ConfigPath); err != nil {
 						return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 					}
-					dropSavedConfig(o.ConfigPath)
 					fmt.Fprintf(cmd.OutOrStdout(), "%s is valid; nothing to change\n", o.ConfigPath)
 					return nil
 				}

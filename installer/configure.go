@@ -98,14 +98,6 @@ func Configure(ctx context.Context, path string, s Settings, validate func(path 
 	}
 	cfg := newConfig(path)
 	data, err := os.ReadFile(path)
-	saved := path + UpgradeConfigSuffix
-	if errors.Is(err, fs.ErrNotExist) {
-		// The MSI saved the configuration before an upgrade removed the old version (and,
-		// under some installers, the file with it): start from that copy.
-		if b, serr := os.ReadFile(saved); serr == nil {
-			data, err = b, nil
-		}
-	}
 	switch {
 	case err == nil:
 		cfg = map[string]any{}
@@ -181,17 +173,8 @@ func Configure(ctx context.Context, path string, s Settings, validate func(path 
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("installer: replace %s: %w", path, err)
 	}
-	dropSavedConfig(path)
 	return nil
 }
-
-// UpgradeConfigSuffix names the copy of the configuration the MSI saves before an upgrade
-// removes the old version: Configure starts from <path>.upgrade when path is missing (the
-// removal deleted it), and removes the copy once path is written or found valid.
-const UpgradeConfigSuffix = ".upgrade"
-
-// dropSavedConfig removes the upgrade's saved copy of the configuration at path, if any.
-func dropSavedConfig(path string) { os.Remove(path + UpgradeConfigSuffix) }
 
 func nonEmpty(in []string) []string {
 	var out []string
@@ -241,9 +224,6 @@ func Purge(ctx context.Context, path string) error {
 			return fmt.Errorf("installer: purge %s: %w", dataDir, err)
 		}
 	}
-	// The upgrade's saved copy (path + UpgradeConfigSuffix) is left alone: under installers
-	// that remove the old version as a plain uninstall, this purge runs in the middle of an
-	// upgrade, and the copy is what the new version's configure takes back.
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("installer: purge %s: %w", path, err)
 	}

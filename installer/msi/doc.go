@@ -10,15 +10,15 @@
 //	  PLACEMENT_TAGS=gpu,ssd ROOTFS_PROVIDERS=preloaded:windows2022=C:\rootfs\2022,docker ^
 //	  CA_FILE=C:\trellis\ca.crt CERT_FILE=C:\trellis\cell.crt KEY_FILE=C:\trellis\cell.key
 //
-// Configure runs only when at least one property is given, and an empty property keeps what
-// the file already says, so an upgrade without properties keeps the configuration. wixl has
-// no ServiceConfig either, so `trellis.exe agent recovery` sets the restart-on-failure
-// actions. Before the installer's StopServices, which waits only 30 seconds, the installed
-// trellis.exe runs `agent stop`, which waits for the drain however long it takes. Uninstall (but not the removal half of an upgrade) runs `trellis.exe agent purge`,
-// which deletes the configuration and the agent's data under %ProgramData%\trellis.  Wine's
-// msiexec sets no UPGRADINGPRODUCTCODE and removes the old version before the new one's
-// deferred actions run, so under wine an upgrade loses the configuration: pass the
-// properties again there.
+// Configure runs only when at least one property is given or on an upgrade, and an empty
+// property keeps what the file already says, so an upgrade without properties keeps the
+// configuration (configure then only checks it). wixl has no ServiceConfig either, so
+// `trellis.exe agent recovery` sets the restart-on-failure actions. Before the installer's
+// StopServices, which waits only 30 seconds, the installed trellis.exe runs `agent stop`,
+// which waits for the drain however long it takes. An uninstall keeps the configuration and
+// the agent's data under %ProgramData%\trellis unless given PURGE=1, when it runs
+// `trellis.exe agent purge`. The removal half of an upgrade never purges: Windows Installer
+// runs it with UPGRADINGPRODUCTCODE, and wine's msiexec as a plain uninstall without PURGE.
 //
 // The service runs `trellis.exe agent run --service --config <file>`: --service makes the
 // agent talk to the service control manager without asking Windows whether it is a service,

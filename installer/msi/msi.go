@@ -40,10 +40,10 @@ const ServiceName = "trellis-agent"
 // ConfigPath is where the MSI writes the agent's configuration, in MSI formatted syntax.
 const ConfigPath = `[CommonAppDataFolder]trellis\agent.yaml`
 
-// SavedConfigSuffix names the copy of the configuration an upgrade saves before the old
-// version is removed (ConfigPath + SavedConfigSuffix); `trellis agent configure` takes it
-// back (installer.UpgradeConfigSuffix, the same string).
-const SavedConfigSuffix = ".upgrade"
+// PurgeProperty is the property that makes an uninstall also delete the configuration and
+// the agent's data (msiexec /x trellis-agent.msi PURGE=1). Without it an uninstall keeps them,
+// as removing the Debian package keeps /etc/trellis until it is purged.
+const PurgeProperty = "PURGE"
 
 // ServiceArguments is the command line the service control manager starts trellis.exe with.
 const ServiceArguments = `agent run --service --config "` + ConfigPath + `"`
@@ -153,7 +153,7 @@ type wxsData struct {
 	ConfigureCommand, ConfigureCondition           string
 	RecoveryCommand, PurgeCommand                  string
 	DrainCommand, DrainCondition                   string
-	SaveConfigCommand, SaveConfigCondition         string
+	PurgeProperty                                  string
 }
 
 // RenderWXS returns the WiX source for cfg. Errors: ErrInvalidConfig.
@@ -170,6 +170,7 @@ func RenderWXS(cfg Config) ([]byte, error) {
 		DrainCommand:    `agent stop --timeout 0 --config "` + ConfigPath + `"`,
 		// Whenever a trellis.exe is already installed: repair, upgrade, uninstall.
 		DrainCondition: "Installed OR WIX_UPGRADE_DETECTED",
+		PurgeProperty:  PurgeProperty,
 	}
 	cmd := []string{`agent configure --config "` + ConfigPath + `"`}
 	var names []string
@@ -180,12 +181,15 @@ func RenderWXS(cfg Config) ([]byte, error) {
 	d.PropertyList = "Public properties: " + strings.Join(names, ", ")
 	d.ConfigureCommand = strings.Join(cmd, " ")
 	d.NotRemoving = `NOT REMOVE~="ALL"`
-	// An upgrade configures even without properties: it takes back a configuration that the
-	// old version's removal deleted (see SaveAgentConfig in the template).
+	// An upgrade runs configure even without properties: with nothing to set it only checks
+	// that the kept file is valid for the new version, and a file that is not fails (and so
+	// rolls back) the upgrade instead of leaving a service that cannot start.
 	d.ConfigureCondition = d.NotRemoving + ` AND (` + strings.Join(names, " OR ") + ` OR WIX_UPGRADE_DETECTED)`
-	d.SaveConfigCommand = `/c copy /y "` + ConfigPath + `" "` + ConfigPath + SavedConfigSuffix + `"`
-	d.SaveConfigCondition = `WIX_UPGRADE_DETECTED AND NOT REMOVE~="ALL"`
-	d.PurgeCondition = `REMOVE~="ALL" AND NOT UPGRADINGPRODUCTCODE`
+	// Only an uninstall asked to purge deletes the configuration. The removal half of an
+	// upgrade never does: Windows Installer runs it with UPGRADINGPRODUCTCODE set, and wine's
+	// msiexec as a plain uninstall of its own (REMOVE=ALL, nothing else), which is why the
+	// purge needs a property the operator passes rather than the absence of an upgrade.
+	d.PurgeCondition = `REMOVE~="ALL" AND ` + PurgeProperty + `="1" AND NOT UPGRADINGPRODUCTCODE`
 	var buf bytes.Buffer
 	if err := wxsTemplate.Execute(&buf, d); err != nil {
 		return nil, fmt.Errorf("msi: render: %w", err)

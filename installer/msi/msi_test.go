@@ -172,12 +172,9 @@ func TestBuildTables(t *testing.T) {
 		{"InstallExecuteSequence", "DrainAgent", map[int]string{1: "Installed OR WIX_UPGRADE_DETECTED", 2: "1899"}},
 		{"CustomAction", "PurgeAgent", map[int]string{1: "3154", 3: `agent purge --config "[CommonAppDataFolder]trellis\agent.yaml"`}},
 		{"InstallExecuteSequence", "ConfigureAgent", map[int]string{1: `NOT REMOVE~="ALL" AND (BBS_URL OR CELL_ID OR ZONE OR PLACEMENT_TAGS OR ROOTFS_PROVIDERS OR CA_FILE OR CERT_FILE OR KEY_FILE OR WIX_UPGRADE_DETECTED)`, 2: "4001"}},
-		// Immediate (no 1024), with wixl's no-impersonation flag (2048): 51 sets a property;
-		// 50 runs the exe the property names, +64 ignoring its exit code.
-		{"CustomAction", "SetSaveConfigCmd", map[int]string{1: "2099", 2: "TRELLIS_CMD", 3: `[System64Folder]cmd.exe`}},
-		{"CustomAction", "SaveAgentConfig", map[int]string{1: "2162", 2: "TRELLIS_CMD", 3: `/c copy /y "[CommonAppDataFolder]trellis\agent.yaml" "[CommonAppDataFolder]trellis\agent.yaml.upgrade"`}},
-		{"InstallExecuteSequence", "SaveAgentConfig", map[int]string{1: `WIX_UPGRADE_DETECTED AND NOT REMOVE~="ALL"`, 2: "1391"}},
-		{"InstallExecuteSequence", "PurgeAgent", map[int]string{1: `REMOVE~="ALL" AND NOT UPGRADINGPRODUCTCODE`, 2: "2001"}},
+		// Only an uninstall given PURGE=1 purges, never the removal half of an upgrade (which
+		// wine's msiexec runs as a plain uninstall, without UPGRADINGPRODUCTCODE).
+		{"InstallExecuteSequence", "PurgeAgent", map[int]string{1: `REMOVE~="ALL" AND PURGE="1" AND NOT UPGRADINGPRODUCTCODE`, 2: "2001"}},
 		{"InstallExecuteSequence", "SetAgentRecovery", map[int]string{2: "5801"}},
 		{"InstallExecuteSequence", "InstallFiles", map[int]string{2: "4000"}},
 		{"InstallExecuteSequence", "DeleteServices", map[int]string{2: "2000"}},
@@ -209,13 +206,19 @@ func TestBuildTables(t *testing.T) {
 	}
 	for _, o := range [][2]string{
 		{"DrainAgent", "StopServices"},
-		{"SetSaveConfigCmd", "SaveAgentConfig"}, {"SaveAgentConfig", "RemoveExistingProducts"},
 		{"DeleteServices", "PurgeAgent"}, {"PurgeAgent", "RemoveFiles"},
 		{"InstallFiles", "ConfigureAgent"}, {"ConfigureAgent", "StartServices"},
 		{"InstallServices", "SetAgentRecovery"}, {"SetAgentRecovery", "StartServices"},
 	} {
 		if seq[o[0]] >= seq[o[1]] {
 			t.Errorf("%s (%d) must come before %s (%d)", o[0], seq[o[0]], o[1], seq[o[1]])
+		}
+	}
+	// Every custom action runs the installed trellis.exe: none depends on another program,
+	// such as cmd.exe, which wine did not always run.
+	for _, r := range msiTable(t, msi, "CustomAction") {
+		if cols := strings.Split(r, "\t"); len(cols) < 3 || cols[2] != exeFileID {
+			t.Errorf("custom action %q does not run the installed trellis.exe", r)
 		}
 	}
 	var conds []string
