@@ -47,9 +47,9 @@ type FillOptions struct {
 	CrashyFraction float64
 	// Writers are the operator clients pushing concurrently, each one DesireLRP request at a
 	// time. It is a harness parameter, not a property of the fleet: it models how many
-	// pushers (Cloud Controllers, CI pipelines) a fleet serves at once, and with few of them
-	// the fill is paced by their requests' round trips rather than by placement (the figures
-	// print "desires accepted after" next to "all RUNNING after" to show which).
+	// pushers (Cloud Controllers, CI pipelines) a fleet serves at once. When every request
+	// is slow (a loaded machine) few of them pace the fill by their round trips rather than
+	// placement; with more, requests queue once the CPU is busy (docs/scale.md).
 	Writers int
 	// Timeout bounds the wait for every instance to be RUNNING.
 	Timeout time.Duration
