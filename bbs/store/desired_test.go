@@ -230,7 +230,7 @@ func TestActualLRPsFilters(t *testing.T) {
 // TestListPagination reads more records than one page holds and checks none is lost or
 // repeated.
 func TestListPagination(t *testing.T) {
-	s := store.New(shared.Client(), store.Options{Prefix: "/test/pagination/", PageSize: 7})
+	s := store.New(shared.Client(), store.Options{Prefix: fmt.Sprintf("/test/pagination-%d/", prefixes.Add(1)), PageSize: 7})
 	ctx := ctxT(t)
 	must[*models.DesiredLRP](t)(s.DesireLRP(ctx, desiredLRP("web", 50)))
 	list, _, err := s.ActualLRPs(ctx, store.ActualLRPFilter{})

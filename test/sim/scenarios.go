@@ -45,7 +45,11 @@ type FillOptions struct {
 	MultiInstances        int32
 	// CrashyFraction of the apps crash at Diego's rates once Churn turns crashes on.
 	CrashyFraction float64
-	// Writers are the concurrent pushes (operator clients).
+	// Writers are the operator clients pushing concurrently, each one DesireLRP request at a
+	// time. It is a harness parameter, not a property of the fleet: it models how many
+	// pushers (Cloud Controllers, CI pipelines) a fleet serves at once. When every request
+	// is slow (a loaded machine) few of them pace the fill by their round trips rather than
+	// placement; with more, requests queue once the CPU is busy (docs/scale.md).
 	Writers int
 	// Timeout bounds the wait for every instance to be RUNNING.
 	Timeout time.Duration
@@ -121,7 +125,8 @@ func (c *Cluster) Fill(ctx context.Context, o FillOptions) (*Result, error) {
 	r := &Result{Name: fmt.Sprintf("fill: %d instances (%d LRPs) on %d cells", instances, lrps, c.cfg.Cells)}
 	rate := float64(instances) / took.Seconds()
 	r.add("all RUNNING after", round(took), "", nil)
-	r.add("desires accepted after", round(pushed), "", nil)
+	r.add(fmt.Sprintf("desires accepted after (%d operator clients)", o.Writers), round(pushed), "", nil)
+	r.add("desires/s accepted", fmt.Sprintf("%.0f", float64(lrps)/pushed.Seconds()), "", nil)
 	r.add("placements/s end to end", fmt.Sprintf("%.0f", rate), "goal ≥ 5,000; Nomad ~1,500; Kubernetes 680–810", yes(rate >= 5000))
 	r.add("UNCLAIMED→RUNNING p50 / p99", round(s.starts.quantile(0.5))+" / "+round(s.starts.quantile(0.99)), "", nil)
 	c.balanceLines(r)

@@ -47,7 +47,7 @@ func main() {
 	flag.DurationVar(&cfg.PresenceTTL, "ttl", cfg.PresenceTTL, "cell presence TTL")
 	flag.IntVar(&fill.Instances, "instances", fill.Instances, "instances to fill")
 	flag.IntVar(&fill.SingleApps, "singles", fill.SingleApps, "single-instance apps per push round (besides 20 × 25)")
-	flag.IntVar(&fill.Writers, "writers", fill.Writers, "concurrent pushes")
+	flag.IntVar(&fill.Writers, "writers", fill.Writers, "operator clients pushing concurrently, one DesireLRP at a time each (a harness parameter: how many pushers the fleet serves)")
 	flag.DurationVar(&churn.Duration, "churn", churn.Duration, "steady churn duration (0 skips the scenario)")
 	etcd := flag.String("etcd", "", "comma-separated endpoints of an external etcd (default: embedded)")
 	worker := flag.Bool("sim-worker", false, "serve as a worker process of a simulator (internal)")
