@@ -395,21 +395,9 @@ func (s *Store) readBatch(ctx context.Context, todo []*batchItem) (batchRead, er
 				}
 				continue
 			}
-			var rec indexRecords
-			for _, kv := range kvs {
-				a, err := decodeActual(kv)
-				if err != nil {
-					read.bad[t.id] = err
-					break
-				}
-				switch a.Presence {
-				case models.PresenceOrdinary:
-					rec.ordinary = a
-				case models.PresenceEvacuating:
-					rec.evacuating = a
-				case models.PresenceSuspect:
-					rec.suspect = a
-				}
+			rec, err := indexFrom(kvs)
+			if err != nil {
+				read.bad[t.id] = err
 			}
 			read.index[t.id] = rec
 		}
