@@ -41,6 +41,9 @@ type cellHost interface {
 	// latencies returns the host's cumulative BBS call latencies (nil: they are the
 	// cluster's own).
 	latencies(ctx context.Context) (*latDump, error)
+	// heap returns the live heap of the host's process after a GC; ok is false for cells in
+	// the simulator's own process, whose heap heapByComponent attributes.
+	heap(ctx context.Context) (bytes uint64, ok bool, err error)
 	close() error
 }
 
@@ -284,6 +287,8 @@ func (h *localHost) crashOn(context.Context) error {
 
 func (h *localHost) latencies(context.Context) (*latDump, error) { return nil, nil }
 
+func (h *localHost) heap(context.Context) (uint64, bool, error) { return 0, false, nil }
+
 func (h *localHost) close() error {
 	h.mu.Lock()
 	cells := make([]*localCell, 0, len(h.cells))
@@ -307,7 +312,7 @@ func (h *localHost) close() error {
 
 // The worker protocol: JSON lines. The parent sends a request and reads one response.
 type workerRequest struct {
-	Op    string      `json:"op"` // start, kill, containers, crash_on, latencies
+	Op    string      `json:"op"` // start, kill, containers, crash_on, latencies, heap
 	Host  *hostConfig `json:"host,omitempty"`
 	Cells []cellSpec  `json:"cells,omitempty"`
 	IDs   []string    `json:"ids,omitempty"`
@@ -317,6 +322,7 @@ type workerResponse struct {
 	Error      string                  `json:"error,omitempty"`
 	Containers []agent.ContainerStatus `json:"containers,omitempty"`
 	Latencies  *latDump                `json:"latencies,omitempty"`
+	HeapBytes  uint64                  `json:"heap_bytes,omitempty"`
 }
 
 // remoteHost runs cells in a worker process (see RunWorker).
@@ -425,6 +431,14 @@ func (h *remoteHost) latencies(ctx context.Context) (*latDump, error) {
 	return resp.Latencies, nil
 }
 
+func (h *remoteHost) heap(ctx context.Context) (uint64, bool, error) {
+	resp, err := h.call(ctx, workerRequest{Op: "heap"})
+	if err != nil {
+		return 0, false, err
+	}
+	return resp.HeapBytes, true, nil
+}
+
 // close ends the worker: closing its input stops its cells; it is killed if it lingers.
 func (h *remoteHost) close() error {
 	h.in.Close()
@@ -477,6 +491,8 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 			err = host.crashOn(ctx)
 		case req.Op == "latencies":
 			resp.Latencies = host.lat.dump()
+		case req.Op == "heap":
+			resp.HeapBytes = liveHeap()
 		default:
 			err = fmt.Errorf("unknown request %q", req.Op)
 		}

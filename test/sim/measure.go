@@ -394,6 +394,14 @@ type Memory struct {
 	Brain, BBS, Cells, Sim, Other, Total uint64
 }
 
+// liveHeap is the heap in use after a GC: in a worker process, all of it is its cells'.
+func liveHeap() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
 // heapByComponent attributes the live heap after a GC to components by the functions on each
 // allocation's stack: the brain (package brain), the cells (agent and the in-memory backend),
 // the BBS (bbs packages and etcd, server and client), the simulator, and the rest (the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -269,8 +270,23 @@ func (c *Cluster) memoryLines(r *Result, instances int) {
 	}
 	r.add("heap: BBS + etcd", per(m.BBS), "", nil)
 	r.add("heap: brain", per(m.Brain), "", nil)
-	r.add("heap: cells (agents + memory backend)", per(m.Cells), "", nil)
-	r.add("heap: total (incl. simulator, runtime)", mib(m.Total), "", nil)
+	// Cells in worker processes are not in this heap: each worker's live heap is theirs.
+	cellsLabel := "heap: cells (agents + memory backend)"
+	c.mu.Lock()
+	hosts := slices.Clone(c.hosts)
+	c.mu.Unlock()
+	workers := 0
+	for _, h := range hosts {
+		if b, ok, err := h.heap(context.Background()); err == nil && ok {
+			m.Cells += b
+			workers++
+		}
+	}
+	if workers > 0 {
+		cellsLabel = fmt.Sprintf("heap: cells (agents + memory backend, %d worker processes)", workers)
+	}
+	r.add(cellsLabel, per(m.Cells), "", nil)
+	r.add("heap: the simulator process in all (runtime included)", mib(m.Total), "", nil)
 }
 
 // CellLoss kills fraction of the live cells at once and waits until every instance is RUNNING
