@@ -164,12 +164,7 @@ func TestApplyActualLRPOpsConvergenceActions(t *testing.T) {
 func TestApplyActualLRPOpsNeverCommitsOnAStaleRecord(t *testing.T) {
 	// b decides from its shared watch, which lags a's writes: a batch must still refuse
 	// what etcd refuses and apply what etcd allows.
-	prefix := freshPrefix(t)
-	a := store.New(sharedClient(), store.Options{Prefix: prefix})
-	b := store.New(sharedClient(), store.Options{Prefix: prefix})
-	ctx, cancel := context.WithCancel(ctxT(t))
-	defer cancel()
-	watchAsync(ctx, b, 0, store.EventFilter{})
+	a, b, ctx := laggingPair(t)
 	must[*models.DesiredLRP](t)(a.DesireLRP(ctx, desiredLRP("web", 10)))
 	for round := range 10 {
 		for i := int32(0); i < 10; i++ {

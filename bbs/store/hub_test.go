@@ -288,15 +288,23 @@ func TestSharedWatchEndsASubscriberThatFallsBehind(t *testing.T) {
 	}
 }
 
+// laggingPair returns two Stores over one fresh prefix, b with its shared watch running, so
+// that b decides on records that lag a's writes; ctx ends with the test.
+func laggingPair(t *testing.T) (a, b *store.Store, ctx context.Context) {
+	t.Helper()
+	prefix := freshPrefix(t)
+	a = store.New(sharedClient(), store.Options{Prefix: prefix})
+	b = store.New(sharedClient(), store.Options{Prefix: prefix})
+	ctx, cancel := context.WithCancel(ctxT(t))
+	t.Cleanup(cancel)
+	watchAsync(ctx, b, 0, store.EventFilter{})
+	return a, b, ctx
+}
+
 func TestSharedWatchCASReadsNeverCommitOnAStaleRecord(t *testing.T) {
 	// Two Stores over one prefix: b's shared watch lags a's writes by however long the
 	// watch takes; every transition must still see a's last write.
-	prefix := freshPrefix(t)
-	a := store.New(sharedClient(), store.Options{Prefix: prefix})
-	b := store.New(sharedClient(), store.Options{Prefix: prefix})
-	ctx, cancel := context.WithCancel(ctxT(t))
-	defer cancel()
-	watchAsync(ctx, b, 0, store.EventFilter{})
+	a, b, ctx := laggingPair(t)
 	placeOn(t, a, "web", 1, "c1")
 	ik := models.ActualLRPInstanceKey{InstanceGuid: "i-1", CellID: "c1"}
 	for i := range 20 {
