@@ -18,7 +18,7 @@ func TestNamespacesAndRootfs(t *testing.T) {
 	tests := []struct {
 		name, script, want string
 	}{
-		// argv[1] names the init in its log: the handle, or "pool" when it was started
+		// argv[1] names the init in its log: the handle, or "@pool" when it was started
 		// ahead of its container.
 		{"pid 1 is the init", `tr '\0' ' ' </proc/1/cmdline | cut -d' ' -f1`, containerinit.Argv0 + "\n"},
 		{"host processes are invisible", `n=$(ls -d /proc/[0-9]* | wc -l); [ "$n" -le 5 ] && echo few || echo "$n"`, "few\n"}, // init, sh, ls, wc

@@ -116,8 +116,9 @@ func (b *Backend) spawnInit(privileged bool, birth *cgroupBirth, log *os.File, l
 	return si, nil
 }
 
-// poolLabel is the label of pooled inits (their argv[1] until started).
-const poolLabel = "pool"
+// poolLabel is the label of pooled inits (their argv[1] until started), which makes them
+// warm up while they wait.
+const poolLabel = containerinit.PoolLabel
 
 // normalPriority gives every thread of a pooled init the backend's own nice value, before it
 // becomes a container's. Threads inherit the value of the thread that creates them, so passes

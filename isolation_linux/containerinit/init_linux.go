@@ -69,6 +69,21 @@ func (l logger) Warn(msg string, kv ...any)  { l.log("WARN", msg, kv...) }
 // or its socket is gone. The backend starts the init as Argv0 with the descriptors Fd*.
 func Main() int {
 	log := logger{handle: argOr(1, "?")}
+	// SIGCHLD feeds the reaper. Signals a container process may send to its pid 1 are caught
+	// and dropped: the init keeps handlers for them, so the kernel's pid-1 protection does
+	// not apply, and the Go runtime's default for them would end the container. None of this
+	// depends on the container, so a pooled init has it done before its start.
+	sigchld := make(chan os.Signal, 1)
+	signal.Notify(sigchld, unix.SIGCHLD)
+	ignored := make(chan os.Signal, 16)
+	signal.Notify(ignored, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGPIPE, unix.SIGALRM)
+	go func() {
+		for range ignored {
+		}
+	}()
+	if log.handle == PoolLabel {
+		warmUp()
+	}
 	start, err := awaitStart()
 	if errors.Is(err, errNotStarted) {
 		return 0
@@ -124,17 +139,6 @@ func Main() int {
 		byID:     map[string]*initProc{},
 		spawnReq: make(chan spawnRequest),
 	}
-	// SIGCHLD feeds the reaper. Signals a container process may send to its pid 1 are caught
-	// and dropped: the init keeps handlers for them, so the kernel's pid-1 protection does
-	// not apply, and the Go runtime's default for them would end the container.
-	sigchld := make(chan os.Signal, 1)
-	signal.Notify(sigchld, unix.SIGCHLD)
-	ignored := make(chan os.Signal, 16)
-	signal.Notify(ignored, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGPIPE, unix.SIGALRM)
-	go func() {
-		for range ignored {
-		}
-	}()
 	go s.reap(sigchld)
 
 	// The spawner thread confines itself while this one builds the mount tree; both only

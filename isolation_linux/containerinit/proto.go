@@ -13,7 +13,7 @@ const Argv0 = "trellis-container-init"
 // File descriptors of the init. Only FdBinary and FdStart are set when the init is executed
 // (3 to 6 hold /dev/null until then); the others arrive with the StartMessage on FdStart,
 // which the init moves to these numbers. The init's argv[1] names it in its log: the
-// container's handle, or "pool" for an init started ahead of its container.
+// container's handle, or PoolLabel for an init started ahead of its container.
 const (
 	FdSync      = 3 // write end of a pipe: one JSON line, a SyncMessage
 	FdListener  = 4 // the listening seqpacket socket <state>/init.sock

@@ -293,6 +293,11 @@ func (d *v1) remove() error {
 // (rmdir, not unlink: a cgroup's interface files go with its directory). A cgroup whose last
 // process just exited can report EBUSY for a moment, so each rmdir is retried briefly.
 func removeCgroupDir(dir string) error {
+	// The common case, a cgroup without child cgroups whose processes are gone, needs no
+	// walk through its interface files.
+	if err := unix.Rmdir(dir); err == nil || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
 	var dirs []string
 	err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
