@@ -5,9 +5,11 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/trellis-run/trellis/isolation"
 	"github.com/trellis-run/trellis/isolation_linux/containerinit"
 )
 
@@ -64,5 +66,30 @@ func TestStateDirSpreadsSubdirs(t *testing.T) {
 	}
 	if flags&fsTopdirFlag == 0 {
 		t.Fatalf("flags of %s = %#x, want FS_TOPDIR_FL (%#x)", cfg.StateDir, flags, fsTopdirFlag)
+	}
+}
+
+// Run keeps its connection for the exit code (containerinit.Request.Watch); without it — an
+// init that predates it, or a dropped connection — Wait asks the init again.
+func TestWaitWithoutTheRunConnection(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, testConfig(t))
+	c := createContainer(t, b, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, drop := range []bool{false, true} {
+		p, err := c.Run(ctx, isolation.ProcessSpec{Path: "/bin/sh", Args: []string{"-c", "sleep 0.2; exit 7"}}, isolation.ProcessIO{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.(*process).watch == nil {
+			t.Fatal("Run kept no connection for the exit code")
+		}
+		if drop {
+			p.(*process).watch.Close()
+		}
+		if code, err := p.Wait(ctx); err != nil || code != 7 {
+			t.Fatalf("dropped connection %v: Wait = %d, %v; want 7", drop, code, err)
+		}
 	}
 }

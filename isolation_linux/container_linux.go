@@ -304,14 +304,22 @@ func (c *container) Run(ctx context.Context, spec isolation.ProcessSpec, stdio i
 			req.Rlimits = append(req.Rlimits, containerinit.Rlimit{Resource: r.res, Soft: *v, Hard: *v})
 		}
 	}
-	if _, err := c.call(ctx, containerinit.Request{Op: containerinit.OpRun, Process: req}, stdin, stdout, stderr); err != nil {
+	// The connection that starts the process stays open for its exit code (Request.Watch),
+	// which spares Wait a connection of its own.
+	watch, err := c.dial(ctx)
+	if err == nil {
+		if _, err = exchange(ctx, watch, containerinit.Request{Op: containerinit.OpRun, Process: req, Watch: true}, stdin, stdout, stderr); err != nil {
+			watch.Close()
+		}
+	}
+	if err != nil {
 		if stdinW != nil {
 			stdinW.Close()
 		}
 		return nil, fmt.Errorf("isolation_linux: run in %q: %w", c.handle, err)
 	}
 	ok = true
-	p := newProcess(c, id, stdio)
+	p := newProcess(c, id, stdio, watch)
 	if stdinW != nil {
 		go func() {
 			_, _ = io.Copy(stdinW, stdio.Stdin)
@@ -337,7 +345,7 @@ func (c *container) Attach(ctx context.Context, processID string, stdio isolatio
 	if stdio.Stdin != nil {
 		return nil, fmt.Errorf("%w: attaching stdin to an existing process", isolation.ErrUnsupported)
 	}
-	return newProcess(c, processID, stdio), nil
+	return newProcess(c, processID, stdio, nil), nil
 }
 
 // StreamIn unpacks a tar stream at dstPath inside the container, in the container's mount

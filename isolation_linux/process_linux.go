@@ -2,11 +2,14 @@ package isolationlinux
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +28,10 @@ type process struct {
 	id   string
 	pdir string
 
+	// watch is the connection that started the process, on which the init sends its exit
+	// code (containerinit.Request.Watch); nil for an attached process.
+	watch *net.UnixConn
+
 	once   sync.Once
 	exited chan struct{} // closed once code is known
 	code   int
@@ -34,8 +41,13 @@ type process struct {
 
 var _ isolation.Process = (*process)(nil)
 
-func newProcess(c *container, id string, stdio isolation.ProcessIO) *process {
-	p := &process{c: c, id: id, pdir: filepath.Join(c.dir, dirProcesses, id), exited: make(chan struct{})}
+func newProcess(c *container, id string, stdio isolation.ProcessIO, watch *net.UnixConn) *process {
+	p := &process{c: c, id: id, pdir: filepath.Join(c.dir, dirProcesses, id), watch: watch, exited: make(chan struct{})}
+	if watch != nil {
+		// A process nobody waits for must not keep the connection, nor the init's side of it,
+		// once it is forgotten.
+		runtime.AddCleanup(p, func(w *net.UnixConn) { w.Close() }, watch)
+	}
 	for _, s := range []struct {
 		w    io.Writer
 		file string
@@ -70,6 +82,14 @@ func (p *process) watchExit() {
 // waitExit asks the init to report the exit (retrying a dropped connection) and falls back
 // to the exit file; a process the init never recorded died with its container (137).
 func (p *process) waitExit() int {
+	if p.watch != nil {
+		code, err := readExit(p.watch)
+		p.watch.Close()
+		if err == nil {
+			return code
+		}
+		// An init that predates Request.Watch, or a dropped connection: ask again below.
+	}
 	for {
 		if code, ok := p.exitFile(); ok {
 			return code
@@ -86,6 +106,20 @@ func (p *process) waitExit() int {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// readExit reads the exit code the init sends on a watched run's connection.
+func readExit(conn *net.UnixConn) (int, error) {
+	buf := make([]byte, 4<<10)
+	n, err := conn.Read(buf)
+	if err != nil {
+		return 0, err
+	}
+	var resp containerinit.Response
+	if err := json.Unmarshal(buf[:n], &resp); err != nil {
+		return 0, err
+	}
+	return resp.ExitCode, resp.Err()
 }
 
 func (p *process) exitFile() (int, bool) {

@@ -341,6 +341,14 @@ func (s *initServer) handle(c *conn) {
 			return
 		}
 		reply(Response{Pid: pid})
+		if req.Watch {
+			code, err := s.wait(c, req.Process.ID)
+			if err != nil {
+				reply(ErrorResponse(err))
+				return
+			}
+			reply(Response{ExitCode: code})
+		}
 	case OpWait:
 		code, err := s.wait(c, req.ID)
 		if err != nil {

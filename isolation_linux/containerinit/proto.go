@@ -44,7 +44,10 @@ type SyncMessage struct {
 // The init protocol. The backend talks to a container's init over the unix seqpacket socket
 // <state>/init.sock: one request per connection, one JSON packet each way, with file
 // descriptors attached to the request packet (SCM_RIGHTS) where an operation needs them. A
-// "wait" connection stays open until the process exits; closing it abandons the wait.
+// "wait" connection stays open until the process exits; closing it abandons the wait. A "run"
+// request with Watch set is a run and a wait on one connection: the reply with the pid, then,
+// once the process has exited, a second one with its exit code (an init that predates Watch
+// closes the connection after the first).
 
 // Operations.
 const (
@@ -69,6 +72,8 @@ type Request struct {
 	Path        string          `json:"path,omitempty"`
 	GraceMillis int64           `json:"grace_ms,omitempty"`
 	Kill        bool            `json:"kill,omitempty"`
+	// Watch (OpRun) keeps the connection for the process's exit code, as OpWait would.
+	Watch bool `json:"watch,omitempty"`
 }
 
 // ProcessRequest is the process of an OpRun request.
