@@ -113,10 +113,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Backend, error)
 			return nil, fmt.Errorf("isolation_linux: finding the init binary: %w", err)
 		}
 	}
-	sealed, err := sealedInit(initPath)
+	sealed, kind, err := sealedInit(initPath)
 	if err != nil {
 		return nil, err
 	}
+	logger.Debug("container init binary copied", "from", initPath, "copy", kind)
 	b := &Backend{
 		cfg:      cfg,
 		log:      logger,

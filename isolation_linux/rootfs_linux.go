@@ -266,34 +266,6 @@ func copyFile(src, dst string, mode os.FileMode) error {
 	return out.Close()
 }
 
-// sealedInit copies the init binary into a memory file and seals it against every change, so
-// that what containers execute can be altered neither through the file on disk nor through
-// the memory file.
-func sealedInit(path string) (*os.File, error) {
-	src, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("init binary: %w", err)
-	}
-	defer src.Close()
-	fd, err := unix.MemfdCreate("trellis-init", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING|unix.MFD_EXEC)
-	if errors.Is(err, unix.EINVAL) {
-		fd, err = unix.MemfdCreate("trellis-init", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("memfd_create: %w", err)
-	}
-	f := os.NewFile(uintptr(fd), "trellis-init")
-	if _, err := io.Copy(f, src); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("copying init binary: %w", err)
-	}
-	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_SEAL|unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_WRITE); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("sealing init binary: %w", err)
-	}
-	return f, nil
-}
-
 // imageLayers is the backend's side of docker:// and oci:// root filesystems: the cell's
 // image store (isolation_linux/image), opened on first use, and the Image each container
 // holds, by handle, so that its layers stay cached until it is destroyed.
