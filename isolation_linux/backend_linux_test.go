@@ -93,3 +93,27 @@ func TestWaitWithoutTheRunConnection(t *testing.T) {
 		}
 	}
 }
+
+// The init ignores the signals a container process (or the host, short of SIGKILL) sends it:
+// the kernel drops them for a pid namespace's init without handlers for them.
+func TestInitOutlivesSignals(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, testConfig(t))
+	c := createContainer(t, b, nil)
+	if r := sh(t, c, "", "for s in TERM INT HUP QUIT USR1 USR2 PIPE ALRM; do kill -s $s 1; done; echo sent"); r.code != 0 || r.stdout != "sent\n" {
+		t.Fatalf("signalling pid 1: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	rec, err := readRecord(b.dir(c.Handle()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sig := range []unix.Signal{unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT} {
+		if err := unix.Kill(rec.InitPid, sig); err != nil {
+			t.Fatalf("host %v to the init: %v", sig, err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	if r := sh(t, c, "", "echo alive"); r.code != 0 || r.stdout != "alive\n" {
+		t.Fatalf("after the signals: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+}

@@ -1,6 +1,7 @@
 package isolationlinux
 
 import (
+	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,8 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/trellis-run/trellis/isolation"
 )
 
 // The backend's copy of the init binary. Containers never execute the binary on disk, which
@@ -29,13 +32,17 @@ import (
 // Both are about the binary's size in memory, once per backend.
 
 // sealedInit returns the backend's copy of the init binary at path, read-only, and which
-// kind it is (for the log).
+// kind it is (for the log). Errors: isolation.ErrUnsupported for a dynamically linked binary
+// (checkStatic).
 func sealedInit(path string) (*os.File, string, error) {
 	src, err := os.Open(path)
 	if err != nil {
 		return nil, "", fmt.Errorf("init binary: %w", err)
 	}
 	defer src.Close()
+	if err := checkStatic(src, path); err != nil {
+		return nil, "", err
+	}
 	st, err := src.Stat()
 	if err != nil {
 		return nil, "", fmt.Errorf("init binary: %w", err)
@@ -52,6 +59,29 @@ func sealedInit(path string) (*os.File, string, error) {
 		return nil, "", errors.Join(err, fmt.Errorf("read-only tmpfs copy: %w", hugeErr))
 	}
 	return f, fmt.Sprintf("sealed memfd (no detached tmpfs copy: %v)", hugeErr), nil
+}
+
+// checkStatic refuses an init binary that needs a program interpreter (a dynamically linked
+// one, as cgo builds are). The init starts its stream helper from its own binary inside the
+// container's root (containerinit.StreamArgv0), where the host's dynamic loader and C library
+// are not; a static binary runs anywhere.
+func checkStatic(f *os.File, path string) error {
+	ef, err := elf.NewFile(f)
+	if err != nil {
+		return fmt.Errorf("init binary %s: %w", path, err)
+	}
+	for _, p := range ef.Progs {
+		if p.Type != elf.PT_INTERP {
+			continue
+		}
+		interp, _ := io.ReadAll(io.LimitReader(p.Open(), 256))
+		return fmt.Errorf("%w: the container init binary %s is dynamically linked (it needs %s), and containers run it inside their own root: build trellis with CGO_ENABLED=0, as make build does",
+			isolation.ErrUnsupported, path, string(interp[:max(0, len(interp)-1)]))
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("init binary %s: %w", path, err)
+	}
+	return nil
 }
 
 // hugePage is the size of a transparent huge page mapped by one page-middle-directory entry.

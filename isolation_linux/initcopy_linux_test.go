@@ -105,12 +105,13 @@ func TestInitCopyHugePages(t *testing.T) {
 	}
 	defer unix.Munmap(reserve)
 	base := uintptr(unsafe.Pointer(&reserve[0]))
-	aligned := (base + hugePage - 1) &^ (hugePage - 1)
-	addr, _, errno := unix.Syscall6(unix.SYS_MMAP, aligned, size, unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_FIXED, c.Fd(), 0)
-	if errno != 0 {
-		t.Fatal(errno)
+	aligned := unsafe.Add(unsafe.Pointer(&reserve[0]), (base+hugePage-1)&^(hugePage-1)-base)
+	ptr, err := unix.MmapPtr(int(c.Fd()), 0, aligned, size, unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_FIXED)
+	if err != nil {
+		t.Fatal(err)
 	}
-	mapped := unsafe.Slice((*byte)(unsafe.Pointer(addr)), size)
+	addr := uintptr(ptr)
+	mapped := unsafe.Slice((*byte)(ptr), size)
 	sum := 0
 	for i := 0; i < size; i += 4096 {
 		sum += int(mapped[i])
@@ -139,5 +140,39 @@ func TestInitCopyHugePages(t *testing.T) {
 	}
 	if pmdKB != size>>10 {
 		t.Fatalf("%d of %d KiB of the copy are mapped in 2 MiB pages:\n%s", pmdKB, size>>10, entry)
+	}
+}
+
+// A dynamically linked init binary is refused with the reason and the fix.
+func TestInitCopyRefusesDynamicBinary(t *testing.T) {
+	dynamic := ""
+	for _, p := range []string{"/bin/ls", "/usr/bin/ls", "/bin/sh"} {
+		if f, err := os.Open(p); err == nil {
+			err = checkStatic(f, p)
+			f.Close()
+			if err != nil {
+				dynamic = p
+				break
+			}
+		}
+	}
+	if dynamic == "" {
+		t.Skip("no dynamically linked program found on this host")
+	}
+	_, _, err := sealedInit(dynamic)
+	if err == nil || !strings.Contains(err.Error(), "CGO_ENABLED=0") || !strings.Contains(err.Error(), "ld-linux") {
+		t.Fatalf("sealedInit(%s) = %v, want the dynamic-linking refusal", dynamic, err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := checkStatic(f, self); err != nil {
+		t.Fatalf("the test binary (built as make test builds it, CGO_ENABLED=0): %v", err)
 	}
 }
