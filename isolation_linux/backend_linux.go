@@ -727,14 +727,22 @@ func (b *Backend) destroy(ctx context.Context, handle string) error {
 	// Killing the pid namespace's init makes the kernel kill every process in it, and its
 	// mount namespace (the overlay and everything mounted in it) goes with the last of them.
 	// Waiting for that first leaves the cgroup empty, so removing it costs no freeze-and-poll.
+	initGone := false
 	if recErr == nil && rec.InitPid > 0 {
-		killAndWait(rec.InitPid, rec.InitStart, 5*time.Second)
+		initGone = killAndWait(rec.InitPid, rec.InitStart, 5*time.Second)
 	}
 	if cg, err := resources.Load(b.cfg.CgroupParent, handle); err == nil {
-		if err := cg.Kill(); err != nil {
-			errs = append(errs, err)
-		} else if err := cg.Delete(); err != nil {
-			errs = append(errs, err)
+		// The kernel ends every process of a pid namespace before its init has exited, so
+		// after the init's exit there is nothing left to kill; otherwise kill what is there.
+		if !initGone {
+			if err := cg.Kill(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if len(errs) == 0 {
+			if err := cg.Delete(); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	} else if !isolation.IsNotFound(err) {
 		errs = append(errs, err)
@@ -763,26 +771,32 @@ func (b *Backend) destroy(ctx context.Context, handle string) error {
 }
 
 // killAndWait sends SIGKILL to pid if it is still the process started at start, and waits,
-// bounded, until it has exited (through a pidfd, so without polling).
-func killAndWait(pid int, start uint64, d time.Duration) {
+// bounded, until it has exited (through a pidfd, so without polling). It reports whether the
+// process was seen to exit; false when it was gone already (or its pid is another's now),
+// when signalling failed, or after d.
+func killAndWait(pid int, start uint64, d time.Duration) bool {
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
-		return // gone already
+		return false // gone already
 	}
 	defer unix.Close(fd)
 	// The pidfd pins the process: if the start time matches now, the fd is the init's.
 	if st, err := processStartTime(pid); err != nil || st != start {
-		return
+		return false
 	}
 	if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil {
-		return
+		return false
 	}
 	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		n, err := unix.Poll(fds, int(time.Until(deadline).Milliseconds())+1)
-		if n > 0 || (err != nil && !errors.Is(err, unix.EINTR)) {
-			return
+		if n > 0 {
+			return true
+		}
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return false
 		}
 	}
+	return false
 }

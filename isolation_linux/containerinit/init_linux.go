@@ -279,10 +279,12 @@ func (s *initServer) reapEnded() {
 		}
 		s.mu.Unlock()
 		if p != nil {
+			// Waiters first: the exit file is for a backend started later, which asks this
+			// init (still holding the code) before it reads the file.
+			close(p.done)
 			if !p.helper {
 				s.recordExit(p)
 			}
-			close(p.done)
 		}
 	}
 }
