@@ -84,6 +84,15 @@ func checkStatic(f *os.File, path string) error {
 	return nil
 }
 
+// copyMode is the copy's mode: executable by all, readable by none but root. Unprivileged
+// inits execute it as a uid of their user namespace, to which the host's root, its owner, is
+// no one, so they need the execute bit for others; and a process that executes a file it
+// cannot read starts non-dumpable, with the initial user namespace as its memory's owner
+// (the kernel's rule for setuid programs). A container process of the same uid is already
+// kept from an init's or the stream helper's /proc/<pid>/mem and environ by holding fewer
+// capabilities than they do; this keeps it out even when it holds as many.
+const copyMode = 0o111
+
 // hugePage is the size of a transparent huge page mapped by one page-middle-directory entry.
 const hugePage = 2 << 20
 
@@ -108,10 +117,8 @@ func detachedTmpfsCopy(src io.Reader, size int64) (*os.File, error) {
 		return nil, fmt.Errorf("fsmount: %w", err)
 	}
 	defer unix.Close(mnt)
-	// Readable and executable by all: unprivileged inits execute it as a uid of their user
-	// namespace, to which the host's root, its owner, is no one.
 	const name = "trellis-init"
-	wfd, err := unix.Openat(mnt, name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o555)
+	wfd, err := unix.Openat(mnt, name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, copyMode)
 	if err != nil {
 		return nil, fmt.Errorf("creating the copy: %w", err)
 	}
@@ -147,6 +154,10 @@ func sealedMemfdCopy(src io.Reader) (*os.File, error) {
 	if _, err := io.Copy(f, src); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("copying init binary: %w", err)
+	}
+	if err := unix.Fchmod(fd, copyMode); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("init binary copy: %w", err)
 	}
 	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_SEAL|unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_WRITE); err != nil {
 		f.Close()

@@ -59,6 +59,10 @@ func TestInitCopies(t *testing.T) {
 			if _, err := c.Write([]byte("x")); err == nil {
 				t.Fatal("the copy's own descriptor could write")
 			}
+			var st unix.Stat_t
+			if err := unix.Fstat(int(c.Fd()), &st); err != nil || st.Mode&0o777 != copyMode {
+				t.Fatalf("the copy's mode is %#o (%v), want %#o: executable, readable by root only", st.Mode&0o777, err, copyMode)
+			}
 			cmd := exec.Command(via)
 			cmd.ExtraFiles = []*os.File{c} // as fd 3: /proc/self/fd/N resolves in the child too
 			cmd.Path = "/proc/self/fd/3"

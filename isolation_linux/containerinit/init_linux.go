@@ -385,6 +385,12 @@ func (s *initServer) handle(c *conn) {
 		}
 		reply(Response{Pid: pid})
 		if req.Watch {
+			// The process has its descriptors; the init must not hold its stdin open for it
+			// while it waits (a writer would then never see the process close it).
+			for _, f := range files {
+				f.Close()
+			}
+			files = nil
 			code, err := s.wait(c, req.Process.ID)
 			if err != nil {
 				reply(ErrorResponse(err))
