@@ -5,10 +5,6 @@ GO      ?= go
 BIN     := bin/trellis
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/trellis-run/trellis/cmd/trellis/command.Version=$(VERSION)
-# Everything builds static, test binaries included: the Linux backend runs its binary as each
-# container's init and stream helper, inside the container's root, where no dynamic loader is
-# (docs/isolation-linux.md, "The init").
-export CGO_ENABLED := 0
 # Each test binary may use all cores; two packages at a time keep a 2-core machine responsive.
 # -count=1: the e2e suite builds the binary itself, which the test cache cannot see.
 TESTFLAGS ?= -p 2 -count=1 -timeout 15m

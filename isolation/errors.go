@@ -1,29 +1,29 @@
 package isolation
 
-import (
-	"errors"
-
-	"github.com/trellis-run/trellis/isolation/errdefs"
-)
+import "errors"
 
 // Sentinel error classes. Backends wrap them with %w and a message saying what and why;
-// callers test with the IsX helpers. Their values live in package errdefs, which the Linux
-// container init uses instead of this package.
+// callers test with the IsX helpers.
 var (
 	// ErrNotFound: no container (or process) with that handle (or id).
-	ErrNotFound = errdefs.NotFound
+	ErrNotFound = errors.New("not found")
 	// ErrAlreadyExists: a container with that handle exists.
-	ErrAlreadyExists = errdefs.AlreadyExists
+	ErrAlreadyExists = errors.New("already exists")
 	// ErrInvalidSpec: the spec is malformed (the message names the field).
-	ErrInvalidSpec = errdefs.InvalidSpec
+	ErrInvalidSpec = errors.New("invalid spec")
 	// ErrUnsupported: the backend cannot honour the request on this host; it wraps
 	// errors.ErrUnsupported too.
-	ErrUnsupported = errdefs.Unsupported
+	ErrUnsupported = unsupported{}
 	// ErrInsufficientResources: the host cannot fit the container.
-	ErrInsufficientResources = errdefs.InsufficientResources
+	ErrInsufficientResources = errors.New("insufficient resources")
 	// ErrStopped: the container is stopped and cannot run new processes.
-	ErrStopped = errdefs.Stopped
+	ErrStopped = errors.New("container stopped")
 )
+
+type unsupported struct{}
+
+func (unsupported) Error() string        { return "unsupported" }
+func (unsupported) Is(target error) bool { return target == errors.ErrUnsupported }
 
 // IsNotFound reports whether err is or wraps ErrNotFound.
 func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }

@@ -94,8 +94,7 @@ func TestWaitWithoutTheRunConnection(t *testing.T) {
 	}
 }
 
-// The init ignores the signals a container process (or the host, short of SIGKILL) sends it:
-// the kernel drops them for a pid namespace's init without handlers for them.
+// The init ignores the signals a container process (or the host, short of SIGKILL) sends it.
 func TestInitOutlivesSignals(t *testing.T) {
 	t.Parallel()
 	b := newTestBackend(t, testConfig(t))

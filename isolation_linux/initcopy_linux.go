@@ -1,7 +1,6 @@
 package isolationlinux
 
 import (
-	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
@@ -9,8 +8,6 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/trellis-run/trellis/isolation"
 )
 
 // The backend's copy of the init binary. Containers never execute the binary on disk, which
@@ -32,17 +29,13 @@ import (
 // Both are about the binary's size in memory, once per backend.
 
 // sealedInit returns the backend's copy of the init binary at path, read-only, and which
-// kind it is (for the log). Errors: isolation.ErrUnsupported for a dynamically linked binary
-// (checkStatic).
+// kind it is (for the log).
 func sealedInit(path string) (*os.File, string, error) {
 	src, err := os.Open(path)
 	if err != nil {
 		return nil, "", fmt.Errorf("init binary: %w", err)
 	}
 	defer src.Close()
-	if err := checkStatic(src, path); err != nil {
-		return nil, "", err
-	}
 	st, err := src.Stat()
 	if err != nil {
 		return nil, "", fmt.Errorf("init binary: %w", err)
@@ -61,36 +54,14 @@ func sealedInit(path string) (*os.File, string, error) {
 	return f, fmt.Sprintf("sealed memfd (no detached tmpfs copy: %v)", hugeErr), nil
 }
 
-// checkStatic refuses an init binary that needs a program interpreter (a dynamically linked
-// one, as cgo builds are). The init starts its stream helper from its own binary inside the
-// container's root (containerinit.StreamArgv0), where the host's dynamic loader and C library
-// are not; a static binary runs anywhere.
-func checkStatic(f *os.File, path string) error {
-	ef, err := elf.NewFile(f)
-	if err != nil {
-		return fmt.Errorf("init binary %s: %w", path, err)
-	}
-	for _, p := range ef.Progs {
-		if p.Type != elf.PT_INTERP {
-			continue
-		}
-		interp, _ := io.ReadAll(io.LimitReader(p.Open(), 256))
-		return fmt.Errorf("%w: the container init binary %s is dynamically linked (it needs %s), and containers run it inside their own root: build trellis with CGO_ENABLED=0, as make build does",
-			isolation.ErrUnsupported, path, string(interp[:max(0, len(interp)-1)]))
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return fmt.Errorf("init binary %s: %w", path, err)
-	}
-	return nil
-}
-
 // copyMode is the copy's mode: executable by all, readable by none but root. Unprivileged
 // inits execute it as a uid of their user namespace, to which the host's root, its owner, is
 // no one, so they need the execute bit for others; and a process that executes a file it
 // cannot read starts non-dumpable, with the initial user namespace as its memory's owner
 // (the kernel's rule for setuid programs). A container process of the same uid is already
-// kept from an init's or the stream helper's /proc/<pid>/mem and environ by holding fewer
-// capabilities than they do; this keeps it out even when it holds as many.
+// kept from an init's /proc/<pid>/mem and environ by the init marking itself non-dumpable and
+// by holding fewer capabilities than it does; this keeps it out from the init's first
+// instruction, whatever it holds.
 const copyMode = 0o111
 
 // hugePage is the size of a transparent huge page mapped by one page-middle-directory entry.

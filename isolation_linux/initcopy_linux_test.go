@@ -146,37 +146,3 @@ func TestInitCopyHugePages(t *testing.T) {
 		t.Fatalf("%d of %d KiB of the copy are mapped in 2 MiB pages:\n%s", pmdKB, size>>10, entry)
 	}
 }
-
-// A dynamically linked init binary is refused with the reason and the fix.
-func TestInitCopyRefusesDynamicBinary(t *testing.T) {
-	dynamic := ""
-	for _, p := range []string{"/bin/ls", "/usr/bin/ls", "/bin/sh"} {
-		if f, err := os.Open(p); err == nil {
-			err = checkStatic(f, p)
-			f.Close()
-			if err != nil {
-				dynamic = p
-				break
-			}
-		}
-	}
-	if dynamic == "" {
-		t.Skip("no dynamically linked program found on this host")
-	}
-	_, _, err := sealedInit(dynamic)
-	if err == nil || !strings.Contains(err.Error(), "CGO_ENABLED=0") || !strings.Contains(err.Error(), "ld-linux") {
-		t.Fatalf("sealedInit(%s) = %v, want the dynamic-linking refusal", dynamic, err)
-	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := checkStatic(f, self); err != nil {
-		t.Fatalf("the test binary (built as make test builds it, CGO_ENABLED=0): %v", err)
-	}
-}

@@ -21,7 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/trellis-run/trellis/isolation"
-	"github.com/trellis-run/trellis/isolation_linux/containerinit/stream"
+	"github.com/trellis-run/trellis/isolation_linux/containerinit"
 	"github.com/trellis-run/trellis/isolation_linux/image"
 )
 
@@ -157,7 +157,7 @@ func untarFile(src, dst string) error {
 		if hdr.Typeflag == tar.TypeChar || hdr.Typeflag == tar.TypeBlock {
 			continue // device nodes come from the container's /dev, never from a layer
 		}
-		if err := stream.ExtractEntry(rootFd, tr, hdr, name, "/"); err != nil {
+		if err := containerinit.ExtractEntry(rootFd, tr, hdr, name, "/"); err != nil {
 			return fmt.Errorf("%s: %w", hdr.Name, err)
 		}
 	}

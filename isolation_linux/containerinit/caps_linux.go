@@ -9,7 +9,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
-	"github.com/trellis-run/trellis/isolation/errdefs"
+	"github.com/trellis-run/trellis/isolation"
 )
 
 // capabilityNumbers maps capability names (linux/capability.h) to their numbers.
@@ -33,7 +33,7 @@ func capMask(names []string) (uint64, error) {
 	for _, n := range names {
 		c, ok := capabilityNumbers[n]
 		if !ok {
-			return 0, fmt.Errorf("%w: unknown capability %q", errdefs.InvalidSpec, n)
+			return 0, fmt.Errorf("%w: unknown capability %q", isolation.ErrInvalidSpec, n)
 		}
 		m |= 1 << c
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path"
 	"runtime"
 	"strconv"
@@ -14,28 +15,23 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
-	"github.com/trellis-run/trellis/isolation/errdefs"
+	"github.com/trellis-run/trellis/isolation"
 )
 
-// init takes over when this process is a container's init, before most of the program's
-// packages initialise. Go initialises packages in import-path order among those whose imports
-// are initialised, so this one waits for its latest-sorting dependency, and meanwhile every
-// ready package that sorts before that dependency initialises first. Its dependencies are
-// therefore kept to those that are ready before the os package is or sort before
-// golang.org/x/sys/unix (which it needs): the standard library's lower layers, x/sys/unix,
-// the runtime-spec types and the leaf packages isolation/errdefs and containerinit/inroot.
-// A dependency that needs os and sorts late (os/signal, path/filepath, log/slog, archive/tar)
-// made every init wait for some 400 packages, etcd, gRPC and protobuf among them, which cost
-// milliseconds of CPU per container start and half a megabyte of heap per running container;
-// with them gone about 100 initialise first. Hence no os/signal (defaultSignals and a
-// waitid reaper instead), no package isolation (errdefs), and archives handled by a helper
-// process (StreamArgv0, package stream). Check with GODEBUG=inittrace=1 after changing the
-// imports.
+// init takes over when this process is a container's init, before the packages that are
+// not dependencies of this one initialise: Go initialises a package once its imports are, and
+// among ready packages in import-path order, so what runs before this is this package's
+// (small, standard-library) dependencies and the few packages that sort before it and are
+// ready no later. The rest of the program — etcd, gRPC, OpenTelemetry and the like — never
+// initialises in a container's init, which saves milliseconds per container start and
+// megabytes per running container. This package must therefore keep its imports to the
+// standard library's lower layers (no net, log/slog, runtime/debug or path/filepath users
+// beyond archive/tar), x/sys/unix, the runtime-spec types and package isolation; measure with
+// GODEBUG=inittrace=1 after changing them.
 func init() {
 	if len(os.Args) == 0 {
 		return
@@ -73,17 +69,18 @@ func (l logger) Warn(msg string, kv ...any)  { l.log("WARN", msg, kv...) }
 // or its socket is gone. The backend starts the init as Argv0 with the descriptors Fd*.
 func Main() int {
 	log := logger{handle: argOr(1, "?")}
-	// Signals a container process may send to its pid 1 must not end the container. The
-	// kernel drops them for a pid namespace's init that has no handler for them (and lets only
-	// SIGKILL and SIGSTOP through from outside the namespace), but the Go runtime installs a
-	// handler for every signal and, with no os/signal channel asking for them, exits on
-	// SIGTERM, SIGINT, SIGHUP and the like. Their default action back restores the kernel's
-	// protection without os/signal, which the init does not link (see init). Nothing of this
+	// SIGCHLD feeds the reaper. Signals a container process may send to its pid 1 are caught
+	// and dropped: the init keeps handlers for them, so the kernel's pid-1 protection does
+	// not apply, and the Go runtime's default for them would end the container. None of this
 	// depends on the container, so a pooled init has it done before its start.
-	if err := defaultSignals(unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGPIPE, unix.SIGALRM); err != nil {
-		log.Error("restoring default signal actions", "err", err)
-		return 1
-	}
+	sigchld := make(chan os.Signal, 1)
+	signal.Notify(sigchld, unix.SIGCHLD)
+	ignored := make(chan os.Signal, 16)
+	signal.Notify(ignored, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGPIPE, unix.SIGALRM)
+	go func() {
+		for range ignored {
+		}
+	}()
 	if log.handle == PoolLabel {
 		warmUp()
 	}
@@ -141,9 +138,8 @@ func Main() int {
 		byPid:    map[int]*initProc{},
 		byID:     map[string]*initProc{},
 		spawnReq: make(chan spawnRequest),
-		started:  make(chan struct{}, 1),
 	}
-	go s.reap()
+	go s.reap(sigchld)
 
 	// The spawner thread confines itself while this one builds the mount tree; both only
 	// need the other at the first fork.
@@ -191,15 +187,13 @@ type initServer struct {
 	stopped bool
 
 	spawnReq chan spawnRequest
-	started  chan struct{} // a child was started (childStarted), for a reaper without children
 }
 
 type initProc struct {
-	id     string
-	pid    int
-	done   chan struct{}
-	code   int
-	helper bool // the stream helper, which has no exit file
+	id   string
+	pid  int
+	done chan struct{}
+	code int
 }
 
 type spawnRequest struct {
@@ -235,65 +229,30 @@ func (s *initServer) spawner(filter []unix.SockFilter, lastCap uint, hardened ch
 	}
 }
 
-// reap collects every child and orphan of the container and records tracked exit codes. It
-// waits in waitid until a child has ended, leaving it unreaped (WNOWAIT), then reaps every
-// ended child under the process tables' lock. With no child at all it waits for the next
-// start, or a second at most: a process that joined the container from outside leaves its
-// orphans to the init without a start.
-func (s *initServer) reap() {
-	idle := time.NewTimer(time.Second)
-	for {
-		var info unix.Siginfo
-		err := unix.Waitid(unix.P_ALL, 0, &info, unix.WEXITED|unix.WNOWAIT, nil)
-		switch {
-		case err == nil:
-			s.reapEnded()
-		case errors.Is(err, unix.EINTR):
-		case errors.Is(err, unix.ECHILD):
-			idle.Reset(time.Second)
-			select {
-			case <-s.started:
-			case <-idle.C:
+// reap collects every child and orphan of the container and records tracked exit codes.
+func (s *initServer) reap(sigchld <-chan os.Signal) {
+	for range sigchld {
+		for {
+			s.mu.Lock()
+			var ws unix.WaitStatus
+			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+			if pid <= 0 || err != nil {
+				s.mu.Unlock()
+				break
 			}
-		default:
-			s.log.Error("waitid", "err", err)
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-}
-
-// reapEnded reaps every child that has ended.
-func (s *initServer) reapEnded() {
-	for {
-		s.mu.Lock()
-		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-		if pid <= 0 || err != nil {
+			p := s.byPid[pid]
+			if p != nil {
+				delete(s.byPid, pid)
+				p.code = exitCode(ws)
+			}
 			s.mu.Unlock()
-			return
-		}
-		p := s.byPid[pid]
-		if p != nil {
-			delete(s.byPid, pid)
-			p.code = exitCode(ws)
-		}
-		s.mu.Unlock()
-		if p != nil {
-			// Waiters first: the exit file is for a backend started later, which asks this
-			// init (still holding the code) before it reads the file.
-			close(p.done)
-			if !p.helper {
+			if p != nil {
+				// Waiters first: the exit file is for a backend started later, which asks
+				// this init (still holding the code) before it reads the file.
+				close(p.done)
 				s.recordExit(p)
 			}
 		}
-	}
-}
-
-// childStarted wakes a reaper that found no child to wait for.
-func (s *initServer) childStarted() {
-	select {
-	case s.started <- struct{}{}:
-	default:
 	}
 }
 
@@ -371,7 +330,7 @@ func (s *initServer) handle(c *conn) {
 	}
 	var req Request
 	if err := json.Unmarshal(buf[:n], &req); err != nil {
-		reply(ErrorResponse(fmt.Errorf("%w: decoding request: %v", errdefs.InvalidSpec, err)))
+		reply(ErrorResponse(fmt.Errorf("%w: decoding request: %v", isolation.ErrInvalidSpec, err)))
 		return
 	}
 	switch req.Op {
@@ -410,14 +369,28 @@ func (s *initServer) handle(c *conn) {
 	case OpStop:
 		s.stop(time.Duration(req.GraceMillis)*time.Millisecond, req.Kill)
 		reply(Response{})
-	case OpStreamIn, OpStreamOut:
+	case OpStreamIn:
 		if len(files) != 1 {
-			reply(ErrorResponse(fmt.Errorf("%w: %s needs one descriptor", errdefs.InvalidSpec, req.Op)))
+			reply(ErrorResponse(fmt.Errorf("%w: stream-in needs one descriptor", isolation.ErrInvalidSpec)))
 			return
 		}
-		reply(s.stream(req.Op, req.Path, files[0]))
+		reply(ErrorResponse(extractTar(files[0], req.Path)))
+	case OpStreamOut:
+		if len(files) != 1 {
+			reply(ErrorResponse(fmt.Errorf("%w: stream-out needs one descriptor", isolation.ErrInvalidSpec)))
+			return
+		}
+		tw, err := newTarWriter(req.Path)
+		if err != nil {
+			reply(ErrorResponse(err))
+			return
+		}
+		reply(Response{})
+		if err := tw.writeTo(files[0]); err != nil {
+			s.log.Warn("stream-out", "path", req.Path, "err", err)
+		}
 	default:
-		reply(ErrorResponse(fmt.Errorf("%w: unknown operation %q", errdefs.InvalidSpec, req.Op)))
+		reply(ErrorResponse(fmt.Errorf("%w: unknown operation %q", isolation.ErrInvalidSpec, req.Op)))
 	}
 }
 
@@ -427,7 +400,7 @@ func receivedFiles(oob []byte) ([]*os.File, error) {
 	}
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
-		return nil, fmt.Errorf("%w: control message: %v", errdefs.InvalidSpec, err)
+		return nil, fmt.Errorf("%w: control message: %v", isolation.ErrInvalidSpec, err)
 	}
 	var files []*os.File
 	for _, m := range msgs {
@@ -446,10 +419,10 @@ func receivedFiles(oob []byte) ([]*os.File, error) {
 // run starts a process from the spawner thread and registers it.
 func (s *initServer) run(p *ProcessRequest, files []*os.File) (int, error) {
 	if p == nil || !ValidID(p.ID) {
-		return 0, fmt.Errorf("%w: process id missing or not [A-Za-z0-9_.-]", errdefs.InvalidSpec)
+		return 0, fmt.Errorf("%w: process id missing or not [A-Za-z0-9_.-]", isolation.ErrInvalidSpec)
 	}
 	if len(files) != 3 {
-		return 0, fmt.Errorf("%w: run needs stdin, stdout and stderr descriptors, got %d", errdefs.InvalidSpec, len(files))
+		return 0, fmt.Errorf("%w: run needs stdin, stdout and stderr descriptors, got %d", isolation.ErrInvalidSpec, len(files))
 	}
 	u, err := s.resolveUser(p.User)
 	if err != nil {
@@ -465,10 +438,10 @@ func (s *initServer) run(p *ProcessRequest, files []*os.File) (int, error) {
 		dir = "/"
 	}
 	if !path.IsAbs(dir) {
-		return 0, fmt.Errorf("%w: Dir %q is not absolute", errdefs.InvalidSpec, dir)
+		return 0, fmt.Errorf("%w: Dir %q is not absolute", isolation.ErrInvalidSpec, dir)
 	}
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		return 0, fmt.Errorf("%w: Dir %q is not a directory in the container", errdefs.InvalidSpec, dir)
+		return 0, fmt.Errorf("%w: Dir %q is not a directory in the container", isolation.ErrInvalidSpec, dir)
 	}
 	argv0, err := lookPath(p.Path, env)
 	if err != nil {
@@ -488,10 +461,10 @@ func (s *initServer) run(p *ProcessRequest, files []*os.File) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped {
-		return 0, fmt.Errorf("%w: the container was stopped", errdefs.Stopped)
+		return 0, fmt.Errorf("%w: the container was stopped", isolation.ErrStopped)
 	}
 	if _, dup := s.byID[p.ID]; dup {
-		return 0, fmt.Errorf("%w: process %q", errdefs.AlreadyExists, p.ID)
+		return 0, fmt.Errorf("%w: process %q", isolation.ErrAlreadyExists, p.ID)
 	}
 	restore, err := applyRlimits(s.spec.Process.Rlimits, p.Rlimits)
 	if err != nil {
@@ -502,12 +475,11 @@ func (s *initServer) run(p *ProcessRequest, files []*os.File) (int, error) {
 	res := <-reply
 	restore()
 	if res.err != nil {
-		return 0, fmt.Errorf("%w: starting %s: %v", errdefs.InvalidSpec, p.Path, res.err)
+		return 0, fmt.Errorf("%w: starting %s: %v", isolation.ErrInvalidSpec, p.Path, res.err)
 	}
 	proc := &initProc{id: p.ID, pid: res.pid, done: make(chan struct{})}
 	s.byPid[res.pid] = proc
 	s.byID[p.ID] = proc
-	s.childStarted()
 	return res.pid, nil
 }
 
@@ -525,7 +497,7 @@ func (s *initServer) resolveUser(spec string) (ExecUser, error) {
 // lookPath finds file in the PATH of env, inside the container (the init's root).
 func lookPath(file string, env []string) (string, error) {
 	if file == "" {
-		return "", fmt.Errorf("%w: Path is empty", errdefs.InvalidSpec)
+		return "", fmt.Errorf("%w: Path is empty", isolation.ErrInvalidSpec)
 	}
 	isExec := func(p string) bool {
 		st, err := os.Stat(p)
@@ -535,7 +507,7 @@ func lookPath(file string, env []string) (string, error) {
 		if isExec(file) {
 			return file, nil
 		}
-		return "", fmt.Errorf("%w: %s is not an executable file in the container", errdefs.InvalidSpec, file)
+		return "", fmt.Errorf("%w: %s is not an executable file in the container", isolation.ErrInvalidSpec, file)
 	}
 	pathEnv := ""
 	for _, e := range env {
@@ -551,7 +523,7 @@ func lookPath(file string, env []string) (string, error) {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("%w: %s not found in the container's PATH", errdefs.InvalidSpec, file)
+	return "", fmt.Errorf("%w: %s not found in the container's PATH", isolation.ErrInvalidSpec, file)
 }
 
 var rlimitNames = map[string]int{
@@ -591,7 +563,7 @@ func applyRlimits(template []specs.POSIXRlimit, own []Rlimit) (func(), error) {
 		l := syscall.Rlimit{Cur: lim.Cur, Max: lim.Max}
 		if err := syscall.Setrlimit(res, &l); err != nil {
 			restore()
-			return nil, fmt.Errorf("%w: rlimit %d to %d/%d: %v", errdefs.InvalidSpec, res, lim.Cur, lim.Max, err)
+			return nil, fmt.Errorf("%w: rlimit %d to %d/%d: %v", isolation.ErrInvalidSpec, res, lim.Cur, lim.Max, err)
 		}
 	}
 	return restore, nil
@@ -603,7 +575,7 @@ func (s *initServer) wait(c *conn, id string) (int, error) {
 	p := s.byID[id]
 	s.mu.Unlock()
 	if p == nil {
-		return 0, fmt.Errorf("%w: process %q", errdefs.NotFound, id)
+		return 0, fmt.Errorf("%w: process %q", isolation.ErrNotFound, id)
 	}
 	gone := make(chan struct{})
 	go func() {
@@ -616,7 +588,7 @@ func (s *initServer) wait(c *conn, id string) (int, error) {
 	case <-p.done:
 		return p.code, nil
 	case <-gone:
-		return 0, fmt.Errorf("%w: waiter hung up", errdefs.NotFound)
+		return 0, fmt.Errorf("%w: waiter hung up", isolation.ErrNotFound)
 	}
 }
 
@@ -625,16 +597,16 @@ func (s *initServer) signal(id string, sig unix.Signal) error {
 	p := s.byID[id]
 	s.mu.Unlock()
 	if p == nil {
-		return fmt.Errorf("%w: process %q", errdefs.NotFound, id)
+		return fmt.Errorf("%w: process %q", isolation.ErrNotFound, id)
 	}
 	select {
 	case <-p.done:
-		return fmt.Errorf("%w: process %q has exited", errdefs.NotFound, id)
+		return fmt.Errorf("%w: process %q has exited", isolation.ErrNotFound, id)
 	default:
 	}
 	if err := unix.Kill(p.pid, sig); err != nil {
 		if errors.Is(err, unix.ESRCH) {
-			return fmt.Errorf("%w: process %q has exited", errdefs.NotFound, id)
+			return fmt.Errorf("%w: process %q has exited", isolation.ErrNotFound, id)
 		}
 		return fmt.Errorf("signalling process %q: %w", id, err)
 	}
@@ -689,59 +661,4 @@ func onlyInitLeft() bool {
 		}
 	}
 	return true
-}
-
-// stream runs the stream helper (StreamArgv0) for op on path p, with f as the archive's
-// source or sink, and returns the helper's report: an error, or success once the archive is
-// unpacked (stream-in) or the stream has started (stream-out; the helper goes on alone).
-func (s *initServer) stream(op, p string, f *os.File) Response {
-	arg := "in"
-	if op == OpStreamOut {
-		arg = "out"
-	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		return ErrorResponse(fmt.Errorf("stream helper: %w", err))
-	}
-	defer r.Close()
-	// The helper is this binary, run from the init's own thread (not the confined spawner's):
-	// it unpacks as the container's root would, inside the container's root.
-	attr := &syscall.ProcAttr{Dir: "/", Env: []string{}, Files: []uintptr{f.Fd(), 2, 2, w.Fd()}}
-	s.mu.Lock()
-	pid, err := syscall.ForkExec("/proc/self/exe", []string{StreamArgv0, arg, p}, attr)
-	if err == nil {
-		s.byPid[pid] = &initProc{pid: pid, done: make(chan struct{}), helper: true}
-		s.childStarted()
-	}
-	s.mu.Unlock()
-	w.Close()
-	if err != nil {
-		return ErrorResponse(fmt.Errorf("starting the stream helper: %w", err))
-	}
-	report, err := io.ReadAll(r)
-	var resp Response
-	if err == nil && len(report) == 0 {
-		err = errors.New("it ended without a report (see the init log)")
-	}
-	if err == nil {
-		err = json.Unmarshal(report, &resp)
-	}
-	if err != nil {
-		return ErrorResponse(fmt.Errorf("stream helper for %s %s: %w", op, p, err))
-	}
-	return resp
-}
-
-// defaultSignals sets the action of sigs to the default with rt_sigaction. The kernel's
-// struct sigaction starts with the handler, SIG_DFL is 0, and with no flags, restorer or mask
-// the whole structure is zeros on every architecture.
-func defaultSignals(sigs ...unix.Signal) error {
-	var act [64]byte // at least the size of struct sigaction everywhere
-	const sigsetSize = 8
-	for _, sig := range sigs {
-		if _, _, errno := unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(&act[0])), 0, sigsetSize, 0, 0); errno != 0 {
-			return fmt.Errorf("rt_sigaction(%v): %w", sig, errno)
-		}
-	}
-	return nil
 }

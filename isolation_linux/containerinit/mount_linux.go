@@ -5,12 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
-
-	"github.com/trellis-run/trellis/isolation_linux/containerinit/inroot"
 )
 
 // mountFlags maps OCI mount options to mount(2) flags; set false clears the flag.
@@ -81,16 +80,55 @@ func lockedFlags(fd int) (uintptr, error) {
 	return f, nil
 }
 
+// inRoot opens p (an absolute path inside the container) relative to rootFd, resolving every
+// symlink and ".." as if rootFd were "/". The result is an O_PATH descriptor.
+func inRoot(rootFd int, p string, flags uint64) (int, error) {
+	rel := strings.TrimPrefix(path.Clean("/"+p), "/")
+	if rel == "" {
+		rel = "."
+	}
+	fd, err := unix.Openat2(rootFd, rel, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_CLOEXEC | flags,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return -1, &os.PathError{Op: "openat2", Path: p, Err: err}
+	}
+	return fd, nil
+}
+
+// mkdirAllInRoot makes directory p and its parents inside the root at rootFd and returns an
+// O_PATH descriptor of it.
+func mkdirAllInRoot(rootFd int, p string, mode uint32) (int, error) {
+	p = path.Clean("/" + p)
+	if fd, err := inRoot(rootFd, p, unix.O_DIRECTORY); err == nil {
+		return fd, nil
+	} else if !errors.Is(err, unix.ENOENT) {
+		return -1, err
+	}
+	parent, base := path.Split(p)
+	pfd, err := mkdirAllInRoot(rootFd, parent, mode)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(pfd)
+	// O_PATH descriptors serve as dirfd for mkdirat through /proc/self/fd.
+	if err := unix.Mkdirat(pfd, base, mode); err != nil && !errors.Is(err, unix.EEXIST) {
+		return -1, &os.PathError{Op: "mkdir", Path: p, Err: err}
+	}
+	return inRoot(rootFd, p, unix.O_DIRECTORY)
+}
+
 // createInRoot makes sure p exists inside the root (an empty file if missing, its parents as
 // directories) and returns an O_PATH descriptor of it.
 func createInRoot(rootFd int, p string) (int, error) {
-	if fd, err := inroot.Open(rootFd, p, 0); err == nil {
+	if fd, err := inRoot(rootFd, p, 0); err == nil {
 		return fd, nil
 	} else if !errors.Is(err, unix.ENOENT) {
 		return -1, err
 	}
 	dir, base := path.Split(path.Clean("/" + p))
-	pfd, err := inroot.MkdirAll(rootFd, dir, 0o755)
+	pfd, err := mkdirAllInRoot(rootFd, dir, 0o755)
 	if err != nil {
 		return -1, err
 	}
@@ -102,12 +140,14 @@ func createInRoot(rootFd int, p string) (int, error) {
 	if err == nil {
 		unix.Close(fd)
 	}
-	return inroot.Open(rootFd, p, 0)
+	return inRoot(rootFd, p, 0)
 }
+
+func fdPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
 // mountAt mounts onto the object held by the O_PATH descriptor target.
 func mountAt(source string, target int, fstype string, flags uintptr, data string) error {
-	if err := unix.Mount(source, inroot.FdPath(target), fstype, flags, data); err != nil {
+	if err := unix.Mount(source, fdPath(target), fstype, flags, data); err != nil {
 		return fmt.Errorf("mount %s (%s) flags %#x: %w", source, fstype, flags, err)
 	}
 	return nil
@@ -160,7 +200,7 @@ func mountOne(rootFd int, m specs.Mount) error {
 	if flags&unix.MS_BIND != 0 {
 		return bindMount(rootFd, m.Source, m.Destination, flags)
 	}
-	target, err := inroot.MkdirAll(rootFd, m.Destination, 0o755)
+	target, err := mkdirAllInRoot(rootFd, m.Destination, 0o755)
 	if err != nil {
 		return err
 	}
@@ -177,7 +217,7 @@ func bindMount(rootFd int, src, dst string, flags uintptr) error {
 	}
 	var target int
 	if st.IsDir() {
-		target, err = inroot.MkdirAll(rootFd, dst, 0o755)
+		target, err = mkdirAllInRoot(rootFd, dst, 0o755)
 	} else {
 		target, err = createInRoot(rootFd, dst)
 	}
@@ -193,7 +233,7 @@ func bindMount(rootFd int, src, dst string, flags uintptr) error {
 		return nil
 	}
 	// Reopen: the descriptor from before the mount names the covered directory.
-	mounted, err := inroot.Open(rootFd, dst, 0)
+	mounted, err := inRoot(rootFd, dst, 0)
 	if err != nil {
 		return err
 	}
@@ -213,7 +253,7 @@ func setupDev(rootFd int, devices []specs.LinuxDevice) error {
 			return fmt.Errorf("device %s: %w", d.Path, err)
 		}
 	}
-	devFd, err := inroot.Open(rootFd, "/dev", unix.O_DIRECTORY)
+	devFd, err := inRoot(rootFd, "/dev", unix.O_DIRECTORY)
 	if err != nil {
 		return err
 	}
@@ -233,7 +273,7 @@ func setupDev(rootFd int, devices []specs.LinuxDevice) error {
 }
 
 func maskPath(rootFd int, p string) error {
-	fd, err := inroot.Open(rootFd, p, 0)
+	fd, err := inRoot(rootFd, p, 0)
 	if errors.Is(err, unix.ENOENT) {
 		return nil
 	}
@@ -252,7 +292,7 @@ func maskPath(rootFd int, p string) error {
 }
 
 func readonlyPath(rootFd int, p string) error {
-	fd, err := inroot.Open(rootFd, p, 0)
+	fd, err := inRoot(rootFd, p, 0)
 	if errors.Is(err, unix.ENOENT) {
 		return nil
 	}
@@ -260,10 +300,10 @@ func readonlyPath(rootFd int, p string) error {
 		return err
 	}
 	defer unix.Close(fd)
-	if err := mountAt(inroot.FdPath(fd), fd, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+	if err := mountAt(fdPath(fd), fd, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return err
 	}
-	mounted, err := inroot.Open(rootFd, p, 0)
+	mounted, err := inRoot(rootFd, p, 0)
 	if err != nil {
 		return err
 	}

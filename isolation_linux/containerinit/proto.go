@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/trellis-run/trellis/isolation/errdefs"
+	"github.com/trellis-run/trellis/isolation"
 )
 
 // Argv0 is the argv[0] under which the backend executes its binary as a container's init.
@@ -59,18 +59,6 @@ const (
 	OpStreamIn  = "stream-in"  // fds: the read end of a pipe carrying a tar; unpacks it at Path
 	OpStreamOut = "stream-out" // fds: the write end of a pipe; replies, then writes Path as tar
 )
-
-// StreamArgv0 is the argv[0] of the init's stream helper (package stream), which the init
-// executes from its own binary for OpStreamIn (arguments "in" and Path) and OpStreamOut ("out"
-// and Path), in the container's namespaces and root, with the request's descriptor as its 0
-// and the write end of a pipe as FdStreamStatus. On that pipe the helper writes one Response:
-// an error, or an empty one once the archive is unpacked ("in") or the stream starts ("out"). Archives are handled in a process of
-// their own so that the init does not link archive/tar, whose dependencies would delay every
-// init's start (see init in init_linux.go).
-const StreamArgv0 = "trellis-container-stream"
-
-// FdStreamStatus is the stream helper's status pipe.
-const FdStreamStatus = 3
 
 // MaxPacket bounds one protocol packet (the environment and arguments of a process fit easily).
 const MaxPacket = 1 << 20
@@ -131,15 +119,15 @@ func ErrorResponse(err error) Response {
 	}
 	r := Response{Error: err.Error()}
 	switch {
-	case errors.Is(err, errdefs.NotFound):
+	case errors.Is(err, isolation.ErrNotFound):
 		r.Class = classNotFound
-	case errors.Is(err, errdefs.InvalidSpec):
+	case errors.Is(err, isolation.ErrInvalidSpec):
 		r.Class = classInvalid
-	case errors.Is(err, errdefs.Stopped):
+	case errors.Is(err, isolation.ErrStopped):
 		r.Class = classStopped
-	case errors.Is(err, errdefs.AlreadyExists):
+	case errors.Is(err, isolation.ErrAlreadyExists):
 		r.Class = classExists
-	case errors.Is(err, errdefs.Unsupported) || errors.Is(err, errors.ErrUnsupported):
+	case isolation.IsUnsupported(err):
 		r.Class = classUnsupported
 	}
 	return r
@@ -153,15 +141,15 @@ func (r Response) Err() error {
 	var class error
 	switch r.Class {
 	case classNotFound:
-		class = errdefs.NotFound
+		class = isolation.ErrNotFound
 	case classInvalid:
-		class = errdefs.InvalidSpec
+		class = isolation.ErrInvalidSpec
 	case classStopped:
-		class = errdefs.Stopped
+		class = isolation.ErrStopped
 	case classExists:
-		class = errdefs.AlreadyExists
+		class = isolation.ErrAlreadyExists
 	case classUnsupported:
-		class = errdefs.Unsupported
+		class = isolation.ErrUnsupported
 	default:
 		return fmt.Errorf("%w: %s", ErrInit, r.Error)
 	}

@@ -8,7 +8,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
-	"github.com/trellis-run/trellis/isolation/errdefs"
+	"github.com/trellis-run/trellis/isolation"
 )
 
 // seccomp_data offsets (linux/seccomp.h); args are 64-bit, and on the little-endian
@@ -35,7 +35,7 @@ func nativeArch() (specs.Arch, uint32, error) {
 	case "arm64":
 		return specs.ArchAARCH64, auditArchAARCH64, nil
 	}
-	return "", 0, fmt.Errorf("%w: seccomp filter for %s", errdefs.Unsupported, runtime.GOARCH)
+	return "", 0, fmt.Errorf("%w: seccomp filter for %s", isolation.ErrUnsupported, runtime.GOARCH)
 }
 
 // CompileSeccomp turns the OCI seccomp section into a classic BPF program for the native
@@ -92,7 +92,7 @@ func CompileSeccomp(sc *specs.LinuxSeccomp) ([]unix.SockFilter, error) {
 			var body []unix.SockFilter
 			for _, a := range rule.Args {
 				if a.Index > 5 || a.Value>>32 != 0 || a.ValueTwo>>32 != 0 {
-					return nil, fmt.Errorf("%w: seccomp rule for %s: only 32-bit comparisons of args 0-5 are supported", errdefs.Unsupported, name)
+					return nil, fmt.Errorf("%w: seccomp rule for %s: only 32-bit comparisons of args 0-5 are supported", isolation.ErrUnsupported, name)
 				}
 				body = append(body, stmt(ldAbs, seccompDataArgs+8*uint32(a.Index)))
 				switch a.Op {
@@ -101,7 +101,7 @@ func CompileSeccomp(sc *specs.LinuxSeccomp) ([]unix.SockFilter, error) {
 				case specs.OpEqualTo:
 					body = append(body, jump(jeqK, uint32(a.Value), 0, 0))
 				default:
-					return nil, fmt.Errorf("%w: seccomp operator %s", errdefs.Unsupported, a.Op)
+					return nil, fmt.Errorf("%w: seccomp operator %s", isolation.ErrUnsupported, a.Op)
 				}
 			}
 			body = append(body, stmt(retK, action))
@@ -112,7 +112,7 @@ func CompileSeccomp(sc *specs.LinuxSeccomp) ([]unix.SockFilter, error) {
 				}
 			}
 			if len(body) > 250 {
-				return nil, fmt.Errorf("%w: seccomp rule for %s is too long", errdefs.Unsupported, name)
+				return nil, fmt.Errorf("%w: seccomp rule for %s is too long", isolation.ErrUnsupported, name)
 			}
 			prog = append(prog, jump(jeqK, uint32(nr), 0, uint8(len(body))))
 			prog = append(prog, body...)
@@ -121,7 +121,7 @@ func CompileSeccomp(sc *specs.LinuxSeccomp) ([]unix.SockFilter, error) {
 	}
 	prog = append(prog, stmt(retK, defAction))
 	if len(prog) > 4096 {
-		return nil, fmt.Errorf("%w: seccomp program of %d instructions exceeds the kernel's 4096", errdefs.Unsupported, len(prog))
+		return nil, fmt.Errorf("%w: seccomp program of %d instructions exceeds the kernel's 4096", isolation.ErrUnsupported, len(prog))
 	}
 	return prog, nil
 }
@@ -141,7 +141,7 @@ func seccompAction(a specs.LinuxSeccompAction, errno *uint) (uint32, error) {
 	case specs.ActKillProcess:
 		return unix.SECCOMP_RET_KILL_PROCESS, nil
 	}
-	return 0, fmt.Errorf("%w: seccomp action %s", errdefs.Unsupported, a)
+	return 0, fmt.Errorf("%w: seccomp action %s", isolation.ErrUnsupported, a)
 }
 
 // loadSeccomp installs prog on the calling thread only. The caller must have set

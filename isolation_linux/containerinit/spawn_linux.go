@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime"
 	"strconv"
 	"syscall"
@@ -64,14 +65,16 @@ const IdleNice = 19
 
 // spawnerMain serves the control socket until end of file.
 func spawnerMain() int {
-	// Reap the inits this process starts (until they are reparented when it exits); with none
-	// left, wait for the next.
-	spawned := make(chan struct{}, 1)
+	// Reap the inits this process starts (until they are reparented when it exits).
+	sigchld := make(chan os.Signal, 1)
+	signal.Notify(sigchld, unix.SIGCHLD)
 	go func() {
-		for {
-			var ws unix.WaitStatus
-			if _, err := unix.Wait4(-1, &ws, 0, nil); errors.Is(err, unix.ECHILD) {
-				<-spawned
+		for range sigchld {
+			for {
+				var ws unix.WaitStatus
+				if pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil); pid <= 0 || err != nil {
+					break
+				}
 			}
 		}
 	}()
@@ -92,12 +95,6 @@ func spawnerMain() int {
 		}
 		files, ferr := receivedFiles(oob[:oobn])
 		reply, pidfd := spawnOne(buf[:n], files, ferr, int(devNull.Fd()))
-		if pidfd >= 0 {
-			select {
-			case spawned <- struct{}{}:
-			default:
-			}
-		}
 		for _, f := range files {
 			f.Close()
 		}

@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/trellis-run/trellis/isolation/errdefs"
+	"github.com/trellis-run/trellis/isolation"
 )
 
 // ExecUser is a resolved process user inside a container.
@@ -22,7 +22,7 @@ type ExecUser struct {
 // ResolveUser resolves a ProcessSpec.User ("" for root, a name, "uid", "uid:gid", "name:gid")
 // against the container's /etc/passwd and /etc/group (either may be nil). A numeric uid that
 // passwd does not list is allowed; an unknown name is not. Errors wrap
-// errdefs.InvalidSpec.
+// isolation.ErrInvalidSpec.
 func ResolveUser(spec string, passwd, group io.Reader) (ExecUser, error) {
 	if spec == "" {
 		spec = "0"
@@ -54,7 +54,7 @@ func ResolveUser(spec string, passwd, group io.Reader) (ExecUser, error) {
 			}
 		}
 		if !found {
-			return ExecUser{}, fmt.Errorf("%w: User %q: no such user in the container's /etc/passwd", errdefs.InvalidSpec, spec)
+			return ExecUser{}, fmt.Errorf("%w: User %q: no such user in the container's /etc/passwd", isolation.ErrInvalidSpec, spec)
 		}
 	}
 	groups, err := parseGroup(group)
@@ -73,7 +73,7 @@ func ResolveUser(spec string, passwd, group io.Reader) (ExecUser, error) {
 				}
 			}
 			if !ok {
-				return ExecUser{}, fmt.Errorf("%w: User %q: no such group in the container's /etc/group", errdefs.InvalidSpec, spec)
+				return ExecUser{}, fmt.Errorf("%w: User %q: no such group in the container's /etc/group", isolation.ErrInvalidSpec, spec)
 			}
 			u.GID = gid
 		}
@@ -116,7 +116,7 @@ func parsePasswd(r io.Reader) ([]ExecUser, error) {
 		out = append(out, ExecUser{Name: f[0], UID: uint32(uid), GID: uint32(gid), Home: f[5]})
 	}
 	if err := s.Err(); err != nil {
-		return nil, fmt.Errorf("%w: reading /etc/passwd: %v", errdefs.InvalidSpec, err)
+		return nil, fmt.Errorf("%w: reading /etc/passwd: %v", isolation.ErrInvalidSpec, err)
 	}
 	return out, nil
 }
@@ -153,7 +153,7 @@ func parseGroup(r io.Reader) ([]groupEntry, error) {
 		out = append(out, g)
 	}
 	if err := s.Err(); err != nil {
-		return nil, fmt.Errorf("%w: reading /etc/group: %v", errdefs.InvalidSpec, err)
+		return nil, fmt.Errorf("%w: reading /etc/group: %v", isolation.ErrInvalidSpec, err)
 	}
 	return out, nil
 }

@@ -1,4 +1,4 @@
-package stream
+package containerinit
 
 import (
 	"archive/tar"
@@ -15,13 +15,16 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/trellis-run/trellis/isolation"
-	"github.com/trellis-run/trellis/isolation_linux/containerinit/inroot"
 )
 
-// extract unpacks the tar stream r below dst (a path inside the container, created if
+// Streaming runs in the container's init, whose root is the container's root: every path is
+// resolved with openat2(RESOLVE_IN_ROOT) against that root, so neither ".." in an archive nor
+// a symlink in the container (absolute or relative) can lead outside it.
+
+// extractTar unpacks the tar stream r below dst (a path inside the container, created if
 // missing). Entry names are cleaned as if rooted at dst, so "../x" lands at dst/x. Device
 // nodes are refused. Errors wrap isolation.ErrInvalidSpec for a bad archive or path.
-func extract(r io.Reader, dst string) error {
+func extractTar(r io.Reader, dst string) error {
 	if !path.IsAbs(dst) {
 		return fmt.Errorf("%w: destination %q is not absolute", isolation.ErrInvalidSpec, dst)
 	}
@@ -30,7 +33,7 @@ func extract(r io.Reader, dst string) error {
 		return err
 	}
 	defer unix.Close(rootFd)
-	dirFd, err := inroot.MkdirAll(rootFd, dst, 0o755)
+	dirFd, err := mkdirAllInRoot(rootFd, dst, 0o755)
 	if err != nil {
 		return fmt.Errorf("%w: destination %s: %v", isolation.ErrInvalidSpec, dst, err)
 	}
@@ -77,9 +80,9 @@ func extract(r io.Reader, dst string) error {
 	}
 	// Directory times last: creating entries inside a directory changes its mtime.
 	for _, d := range dirs {
-		if fd, err := inroot.Open(rootFd, d.path, unix.O_DIRECTORY); err == nil {
+		if fd, err := inRoot(rootFd, d.path, unix.O_DIRECTORY); err == nil {
 			ts := []unix.Timespec{unix.NsecToTimespec(d.mtime.UnixNano()), unix.NsecToTimespec(d.mtime.UnixNano())}
-			_ = unix.UtimesNanoAt(unix.AT_FDCWD, inroot.FdPath(fd), ts, 0)
+			_ = unix.UtimesNanoAt(unix.AT_FDCWD, fdPath(fd), ts, 0)
 			unix.Close(fd)
 		}
 	}
@@ -129,7 +132,7 @@ func copyFromArchive(dst int, src *os.File, off, n int64) (copied int64, err err
 
 func extractEntry(rootFd int, tr *tar.Reader, hdr *tar.Header, target, dst string, src *os.File) error {
 	parent, base := path.Split(target)
-	pfd, err := inroot.MkdirAll(rootFd, parent, 0o755)
+	pfd, err := mkdirAllInRoot(rootFd, parent, 0o755)
 	if err != nil {
 		return err
 	}
@@ -189,7 +192,7 @@ func extractEntry(rootFd int, tr *tar.Reader, hdr *tar.Header, target, dst strin
 		// The link target is another entry of this archive, named relative to dst.
 		src := path.Join(dst, path.Clean("/"+hdr.Linkname))
 		sdir, sbase := path.Split(src)
-		sfd, err := inroot.Open(rootFd, sdir, unix.O_DIRECTORY)
+		sfd, err := inRoot(rootFd, sdir, unix.O_DIRECTORY)
 		if err != nil {
 			return err
 		}
