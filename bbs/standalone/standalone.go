@@ -32,7 +32,8 @@ type Config struct {
 	Store store.Options
 	// EtcdConnections is how many etcd clients, each with a gRPC connection of its own, the
 	// store spreads its requests over (Store.Clients); 0 means DefaultEtcdConnections. On one
-	// connection a busy BBS queues its requests behind each other.
+	// connection a busy BBS queues its requests behind each other. With the embedded member
+	// it does not apply: the store calls the member in-process.
 	EtcdConnections int
 	// Server is the HTTP server's configuration.
 	Server bbs.Config
@@ -117,18 +118,15 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*BBS, error) {
 	if conns == 0 {
 		conns = DefaultEtcdConnections
 	}
+	if b.embedded != nil {
+		conns = 1 // the embedded member's client is in-process: there is no connection to queue on
+	}
 	for len(b.extra) < conns-1 {
-		var c *clientv3.Client
-		var err error
-		if b.embedded != nil {
-			c, err = b.embedded.NewClient()
-		} else {
-			ecfg := cfg.Etcd
-			if ecfg.Logger == nil {
-				ecfg.Logger = logger.With("component", "etcd-client")
-			}
-			c, err = etcd.NewClient(ecfg)
+		ecfg := cfg.Etcd
+		if ecfg.Logger == nil {
+			ecfg.Logger = logger.With("component", "etcd-client")
 		}
+		c, err := etcd.NewClient(ecfg)
 		if err != nil {
 			b.closeEtcd()
 			return nil, err

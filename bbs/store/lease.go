@@ -47,6 +47,15 @@ func (e *errStream) Unwrap() error { return e.err }
 // rpctypes.ErrLeaseNotFound when the lease no longer exists, *errStream when the stream
 // failed, the context's error when ctx ended.
 func (r *renewer) renew(ctx context.Context, id clientv3.LeaseID) (int64, error) {
+	if r.client.ActiveConnection() == nil {
+		// An in-process client (an embedded member's) has no connection to keep streams on;
+		// its keep-alive stream is a pair of channels, cheap to set up for each renewal.
+		resp, err := r.client.KeepAliveOnce(ctx, id)
+		if err != nil {
+			return 0, err
+		}
+		return resp.TTL, nil
+	}
 	ls, err := r.take(ctx)
 	if err != nil {
 		return 0, err
