@@ -443,3 +443,76 @@ func TestCellReportedUsageCounts(t *testing.T) {
 		t.Errorf("instances per cell = %v, want both on cell-2", per)
 	}
 }
+
+// TestPartialPlansKeepOtherSchedules: a plan triggered by one process's change covers only
+// that process, and leaves what earlier plans scheduled for others in place. A crashing app
+// waits 30 s for its restart; an unrelated push meanwhile is planned alone (scope
+// "processes"), and the restart still comes when its 30 s are up.
+func TestPartialPlansKeepOtherSchedules(t *testing.T) {
+	clock := newFakeClock()
+	c := newCluster(t, clock.Now)
+	b := c.startBrain(brainOpts{clock: clock})
+	c.startCell("crashing-cell", "z1", []string{windows}, 10*time.Second, true)
+	c.startCell("steady-cell", "z1", []string{linux}, 10*time.Second, false)
+	for i := range 8 {
+		c.desire(fmt.Sprintf("steady-%d", i), linux, 1)
+	}
+	c.desire("crashy", windows, 1)
+	eventually(t, 10*time.Second, func() string {
+		as := c.actuals("crashy")
+		if len(as) != 1 || as[0].State != models.ActualLRPStateCrashed || as[0].CrashCount != 3 {
+			return fmt.Sprintf("crashy: %d records, want one CRASHED 3 times", len(as))
+		}
+		return ""
+	})
+
+	// metric reads one series of the brain's registry: a histogram's count or a counter.
+	metric := func(name, label, value string) uint64 {
+		mfs, err := b.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == label && l.GetValue() == value {
+						if h := m.GetHistogram(); h != nil {
+							return h.GetSampleCount()
+						}
+						return uint64(m.GetCounter().GetValue())
+					}
+				}
+			}
+		}
+		return 0
+	}
+	partial := func() uint64 { return metric("trellis_brain_convergence_plan_seconds", "scope", scopeProcesses) }
+	eventually(t, 5*time.Second, func() string {
+		if metric("trellis_brain_convergence_actions_total", "action", "restart_later") == 0 {
+			return "crashy's restart is not scheduled"
+		}
+		return ""
+	})
+	before := partial()
+	c.desire("late", linux, 1)
+	eventually(t, 10*time.Second, func() string {
+		if as := c.actuals("late"); len(as) != 1 || as[0].State != models.ActualLRPStateRunning {
+			return "late: not RUNNING"
+		}
+		if partial() == before {
+			return "no plan of the changed processes alone since the push"
+		}
+		return ""
+	})
+
+	clock.Advance(30 * time.Second)
+	eventually(t, 5*time.Second, func() string {
+		if as := c.actuals("crashy"); len(as) != 1 || as[0].CrashCount < 4 {
+			return "crashy was not restarted after its 30 s"
+		}
+		return ""
+	})
+}

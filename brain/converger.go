@@ -62,22 +62,45 @@ func (s *session) convergeLoop(ctx context.Context) {
 // that took d, the next event-triggered one starts no sooner than planSpacing×d later.
 const planSpacing = 5
 
-// snapshot copies the view for Plan. The records are shared: the view replaces records, it
-// never modifies them.
-func (s *session) snapshot() converge.Snapshot {
+// partialShare: an event-triggered plan covers only the processes whose records changed
+// (kickProcesses) while they are at most 1/partialShare of the desired ones; beyond that one
+// plan over every process costs about as much.
+const partialShare = 4
+
+// Plan scopes, the label of the convergence histograms.
+const (
+	scopeFull      = "full"
+	scopeProcesses = "processes"
+)
+
+// snapshot copies the view for Plan: every process when guids is nil, else the records of
+// those processes; the tasks and cells always. The records are shared: the view replaces
+// records, it never modifies them.
+func (s *session) snapshot(guids []string) converge.Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	snap := converge.Snapshot{
-		DesiredLRPs: make([]*models.DesiredLRP, 0, len(s.desired)),
-		ActualLRPs:  make([]*models.ActualLRP, 0, len(s.actual)),
-		Tasks:       make([]*models.Task, 0, len(s.tasks)),
-		Cells:       make([]*models.CellPresence, 0, len(s.cells)),
+		Tasks: make([]*models.Task, 0, len(s.tasks)),
+		Cells: make([]*models.CellPresence, 0, len(s.cells)),
 	}
-	for _, d := range s.desired {
-		snap.DesiredLRPs = append(snap.DesiredLRPs, d)
-	}
-	for _, a := range s.actual {
-		snap.ActualLRPs = append(snap.ActualLRPs, a)
+	if guids == nil {
+		snap.DesiredLRPs = make([]*models.DesiredLRP, 0, len(s.desired))
+		snap.ActualLRPs = make([]*models.ActualLRP, 0, len(s.actual))
+		for _, d := range s.desired {
+			snap.DesiredLRPs = append(snap.DesiredLRPs, d)
+		}
+		for _, a := range s.actual {
+			snap.ActualLRPs = append(snap.ActualLRPs, a)
+		}
+	} else {
+		for _, g := range guids {
+			if d := s.desired[g]; d != nil {
+				snap.DesiredLRPs = append(snap.DesiredLRPs, d)
+			}
+			for _, a := range s.byGuid[g] {
+				snap.ActualLRPs = append(snap.ActualLRPs, a)
+			}
+		}
 	}
 	for _, t := range s.tasks {
 		snap.Tasks = append(snap.Tasks, t)
@@ -88,9 +111,22 @@ func (s *session) snapshot() converge.Snapshot {
 	return snap
 }
 
-// converge plans once from the view and applies the plan. It returns how long planning took.
+// converge plans once from the view and applies the plan. An event-triggered plan covers the
+// processes whose records changed since the last plan (and the tasks), unless a change
+// concerns them all (a cell gone, a new term) or they are many; the sweep and the plan's
+// deadlines cover every process. It returns how long planning took.
 func (s *session) converge(ctx context.Context, why string) time.Duration {
 	start := time.Now()
+	guids, all := s.takeDirty()
+	s.mu.Lock()
+	if why != "event" || all || len(guids)*partialShare > len(s.desired) {
+		guids = nil
+	}
+	s.mu.Unlock()
+	scope := scopeFull
+	if guids != nil {
+		scope = scopeProcesses
+	}
 	domains, err := s.b.bbs.Domains(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -99,32 +135,35 @@ func (s *session) converge(ctx context.Context, why string) time.Duration {
 		}
 		return 0
 	}
-	snap := s.snapshot()
+	planStart := time.Now()
+	snap := s.snapshot(guids)
 	snap.Domains = domains
 	now := s.b.clock.Now()
 	acts := converge.Plan(snap, now, s.b.cfg.Converge)
-	planned := time.Since(start)
-	s.b.metrics.convergePlan.Observe(planned.Seconds())
+	planned := time.Since(planStart)
+	s.b.metrics.convergePlan.WithLabelValues(scope).Observe(planned.Seconds())
 
-	extra := 0
-	for _, r := range acts.Retire {
-		if r.Reason == converge.RetireExtraIndex || r.Reason == converge.RetireOrphan {
-			extra++
+	if guids == nil {
+		extra := 0
+		for _, r := range acts.Retire {
+			if r.Reason == converge.RetireExtraIndex || r.Reason == converge.RetireOrphan {
+				extra++
+			}
 		}
+		s.b.metrics.lrpsMissing.Set(float64(len(acts.Create)))
+		s.b.metrics.lrpsExtra.Set(float64(extra))
 	}
-	s.b.metrics.lrpsMissing.Set(float64(len(acts.Create)))
-	s.b.metrics.lrpsExtra.Set(float64(extra))
 
 	parallel(ctx, s.b.cfg.ApplyConcurrency, s.jobs(acts))
-	s.schedule(ctx, acts, now)
+	s.schedule(ctx, acts, now, guids)
 
 	took := time.Since(start)
-	s.b.metrics.convergeDuration.Observe(took.Seconds())
+	s.b.metrics.convergeDuration.WithLabelValues(scope).Observe(took.Seconds())
 	level := slog.LevelDebug
 	if !acts.Empty() {
 		level = slog.LevelInfo
 	}
-	s.log.Log(ctx, level, "converged", "trigger", why, "desired_lrps", len(snap.DesiredLRPs),
+	s.log.Log(ctx, level, "converged", "trigger", why, "scope", scope, "desired_lrps", len(snap.DesiredLRPs),
 		"actual_lrps", len(snap.ActualLRPs), "tasks", len(snap.Tasks), "cells", len(snap.Cells),
 		"create", len(acts.Create), "retire", len(acts.Retire), "mark_suspect", len(acts.MarkSuspect),
 		"auction", len(acts.Auction), "restart_now", len(acts.RestartNow), "restart_later", len(acts.RestartLater),
@@ -270,12 +309,21 @@ func (s *session) restart(ctx context.Context, r converge.Restart) {
 }
 
 // schedule arms a timer (on the Clock) for each restart due later and for the plan's next
-// deadline, and disarms restarts the plan no longer lists (their record changed).
-func (s *session) schedule(ctx context.Context, acts converge.Actions, now time.Time) {
+// deadline, and disarms restarts the plan no longer lists (their record changed). A plan of
+// some processes (guids not nil) disarms only their restarts, and moves the deadline only
+// earlier: the last full plan's deadline may belong to another process.
+func (s *session) schedule(ctx context.Context, acts converge.Actions, now time.Time, guids []string) {
 	s.tmu.Lock()
 	defer s.tmu.Unlock()
 	if s.closed {
 		return
+	}
+	var planned map[string]bool
+	if guids != nil {
+		planned = make(map[string]bool, len(guids))
+		for _, g := range guids {
+			planned[g] = true
+		}
 	}
 	want := make(map[restartKey]bool, len(acts.RestartLater))
 	for _, r := range acts.RestartLater {
@@ -301,16 +349,21 @@ func (s *session) schedule(ctx context.Context, acts converge.Actions, now time.
 		})
 	}
 	for k, t := range s.restarts {
-		if !want[k] {
+		if !want[k] && (planned == nil || planned[k.guid]) {
 			t.Stop()
 			delete(s.restarts, k)
 		}
 	}
+	if planned != nil && s.deadlineTimer != nil && s.deadlineAt.After(now) &&
+		(acts.NextDeadline.IsZero() || !acts.NextDeadline.Before(s.deadlineAt)) {
+		return // the armed deadline comes first
+	}
 	if s.deadlineTimer != nil {
 		s.deadlineTimer.Stop()
-		s.deadlineTimer = nil
+		s.deadlineTimer, s.deadlineAt = nil, time.Time{}
 	}
 	if !acts.NextDeadline.IsZero() {
+		s.deadlineAt = acts.NextDeadline
 		s.deadlineTimer = s.b.clock.AfterFunc(acts.NextDeadline.Sub(now), func() {
 			select {
 			case s.deadline <- struct{}{}:

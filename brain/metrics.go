@@ -17,8 +17,8 @@ type metrics struct {
 	placementErrors  *prometheus.CounterVec
 	lrpsMissing      prometheus.Gauge
 	lrpsExtra        prometheus.Gauge
-	convergeDuration prometheus.Histogram
-	convergePlan     prometheus.Histogram
+	convergeDuration *prometheus.HistogramVec
+	convergePlan     *prometheus.HistogramVec
 	actions          *prometheus.CounterVec
 	leader           prometheus.Gauge
 	lockLosses       prometheus.Counter
@@ -60,16 +60,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: ns, Subsystem: sub, Name: "lrps_extra",
 			Help: "ActualLRPs beyond their desired instances, or orphaned, at the last convergence.",
 		}),
-		convergePlan: prometheus.NewHistogram(prometheus.HistogramOpts{
+		convergePlan: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "convergence_plan_seconds",
-			Help:    "Time to plan one convergence from the view (snapshot and plan, not the BBS writes).",
+			Help: "Time to plan one convergence from the view (snapshot and plan, not the BBS writes), " +
+				"by scope: full (every process: the sweep, deadlines, cell changes) or processes (those whose records changed).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
-		}),
-		convergeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+		}, []string{"scope"}),
+		convergeDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "convergence_duration_seconds",
-			Help:    "Time of one convergence: planning and applying its actions.",
+			Help:    "Time of one convergence: planning and applying its actions, by scope (full, processes).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
-		}),
+		}, []string{"scope"}),
 		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "convergence_actions_total",
 			Help: "Converger actions applied, by action and result (ok, conflict, error).",

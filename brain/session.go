@@ -72,6 +72,9 @@ type session struct {
 	// (see tally.go); both change with actual.
 	usage   map[string]*cellUsage
 	contrib map[actualKey]contribution
+	// byGuid indexes actual by process guid, so that a plan of a few processes finds their
+	// records without a walk of the whole view.
+	byGuid map[string]map[actualKey]*models.ActualLRP
 
 	// Set by cellStates and read by deliver, both on the batcher's goroutine.
 	auctionCells map[string]*auction.CellState
@@ -79,12 +82,18 @@ type session struct {
 
 	kick     chan struct{}
 	deadline chan struct{}
+	// What the next event-triggered plan covers (see kickProcesses), under kmu: every process
+	// (dirtyAll) or those in dirty; every plan covers the tasks.
+	kmu      sync.Mutex
+	dirty    map[string]struct{}
+	dirtyAll bool
 
 	// Converger bookkeeping (see converger.go), under tmu.
 	tmu             sync.Mutex
 	closed          bool
 	restarts        map[restartKey]Timer
 	deadlineTimer   Timer
+	deadlineAt      time.Time // when deadlineTimer fires
 	callbacks       map[string]bool
 	callbackBackoff map[string]time.Time
 	bg              sync.WaitGroup
@@ -99,6 +108,7 @@ func newSession(b *Brain) *session {
 		b:               b,
 		log:             b.log,
 		kick:            make(chan struct{}, 1),
+		dirty:           map[string]struct{}{},
 		deadline:        make(chan struct{}, 1),
 		restarts:        map[restartKey]Timer{},
 		callbacks:       map[string]bool{},
@@ -133,6 +143,7 @@ func (s *session) reset() {
 	s.retryTask = map[string]bool{}
 	s.usage = map[string]*cellUsage{}
 	s.contrib = map[actualKey]contribution{}
+	s.byGuid = map[string]map[actualKey]*models.ActualLRP{}
 }
 
 // run is the leader's work until ctx ends.
@@ -289,7 +300,7 @@ func (s *session) apply(ev store.Event) error {
 		if ev.Revision > s.listRev.desired && ev.DesiredLRP != nil {
 			if cur := s.desired[ev.DesiredLRP.ProcessGuid]; cur != nil && cur.Revision < ev.Revision {
 				delete(s.desired, ev.DesiredLRP.ProcessGuid)
-				s.kickConverger()
+				s.kickProcesses(ev.DesiredLRP.ProcessGuid)
 			}
 		}
 	case store.EventActualLRPCreated, store.EventActualLRPChanged:
@@ -302,7 +313,7 @@ func (s *session) apply(ev store.Event) error {
 			if cur := s.actual[k]; cur != nil && cur.Revision < ev.Revision {
 				s.deleteActualLocked(k)
 				if k.presence == models.PresenceOrdinary {
-					s.kickConverger() // a missing index
+					s.kickProcesses(k.guid) // a missing index
 				}
 			}
 		}
@@ -383,7 +394,7 @@ func (s *session) putDesiredLocked(d *models.DesiredLRP) {
 			}
 		}
 	}
-	s.kickConverger()
+	s.kickProcesses(d.ProcessGuid)
 }
 
 // putActualLocked stores a unless the view holds a newer version, and reacts to the change:
@@ -421,12 +432,12 @@ func (s *session) putActualLocked(a *models.ActualLRP) {
 	}
 	switch {
 	case a.State == models.ActualLRPStateCrashed && (prev == nil || prev.State != models.ActualLRPStateCrashed):
-		s.kickConverger()
+		s.kickProcesses(a.ProcessGuid)
 	case a.Presence == models.PresenceOrdinary && a.State == models.ActualLRPStateRunning &&
 		(prev == nil || prev.State != models.ActualLRPStateRunning):
 		if s.actual[actualKey{a.ProcessGuid, a.Index, models.PresenceEvacuating}] != nil ||
 			s.actual[actualKey{a.ProcessGuid, a.Index, models.PresenceSuspect}] != nil {
-			s.kickConverger()
+			s.kickProcesses(a.ProcessGuid)
 		}
 	}
 }
@@ -447,7 +458,7 @@ func (s *session) putTaskLocked(t *models.Task) {
 		s.queueTaskLocked(t)
 	}
 	if t.State == models.TaskStateCompleted && (prev == nil || prev.State != models.TaskStateCompleted) {
-		s.kickConverger()
+		s.kickProcesses() // every plan covers the tasks
 	}
 }
 
@@ -483,12 +494,51 @@ func (s *session) requeueFailedLocked() {
 	}
 }
 
-// kickConverger asks the converger to plan soon.
+// kickConverger asks the converger to plan soon over every process.
 func (s *session) kickConverger() {
+	s.kmu.Lock()
+	s.dirtyAll = true
+	clear(s.dirty)
+	s.kmu.Unlock()
+	s.wake()
+}
+
+// kickProcesses asks the converger to plan soon over the processes named (a change of their
+// records can need an action of theirs, not of others) and the tasks. With no guid it plans
+// the tasks alone.
+func (s *session) kickProcesses(guids ...string) {
+	s.kmu.Lock()
+	if !s.dirtyAll {
+		for _, g := range guids {
+			s.dirty[g] = struct{}{}
+		}
+	}
+	s.kmu.Unlock()
+	s.wake()
+}
+
+func (s *session) wake() {
 	select {
 	case s.kick <- struct{}{}:
 	default:
 	}
+}
+
+// takeDirty returns what the next plan must cover and starts a new set: every process (all),
+// or the processes in guids.
+func (s *session) takeDirty() (guids []string, all bool) {
+	s.kmu.Lock()
+	defer s.kmu.Unlock()
+	all = s.dirtyAll
+	if !all {
+		guids = make([]string, 0, len(s.dirty))
+		for g := range s.dirty {
+			guids = append(guids, g)
+		}
+	}
+	s.dirtyAll = false
+	clear(s.dirty)
+	return guids, all
 }
 
 // sleep waits d or until ctx ends, and reports whether d passed.

@@ -62,6 +62,12 @@ func (s *session) contributionOf(a *models.ActualLRP) (contribution, bool) {
 func (s *session) setActualLocked(k actualKey, a *models.ActualLRP) {
 	s.untallyLocked(k)
 	s.actual[k] = a
+	g := s.byGuid[k.guid]
+	if g == nil {
+		g = map[actualKey]*models.ActualLRP{}
+		s.byGuid[k.guid] = g
+	}
+	g[k] = a
 	if c, ok := s.contributionOf(a); ok {
 		u := s.usage[c.cell]
 		if u == nil {
@@ -77,6 +83,12 @@ func (s *session) setActualLocked(k actualKey, a *models.ActualLRP) {
 func (s *session) deleteActualLocked(k actualKey) {
 	s.untallyLocked(k)
 	delete(s.actual, k)
+	if g := s.byGuid[k.guid]; g != nil {
+		delete(g, k)
+		if len(g) == 0 {
+			delete(s.byGuid, k.guid)
+		}
+	}
 }
 
 func (s *session) untallyLocked(k actualKey) {

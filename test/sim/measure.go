@@ -483,21 +483,38 @@ func classify(stack []uintptr) string {
 	return "other"
 }
 
-// brainHistogram reads one histogram of the brain's registry: its sum, count and the
-// q-quantile estimated from the buckets (the upper bound of the bucket holding it).
-func (c *Cluster) brainHistogram(name string) (sum float64, count uint64, buckets []*dto.Bucket) {
+// brainHistogram reads one histogram of the brain's registry, the series whose labels hold
+// every pair of labels (name, value, ...): its sum, count and cumulative buckets.
+func (c *Cluster) brainHistogram(name string, labels ...string) (sum float64, count uint64, buckets []*dto.Bucket) {
 	mfs, err := c.reg.Gather()
 	if err != nil {
 		return 0, 0, nil
 	}
 	for _, mf := range mfs {
-		if mf.GetName() != name || len(mf.GetMetric()) == 0 {
+		if mf.GetName() != name {
 			continue
 		}
-		h := mf.GetMetric()[0].GetHistogram()
-		return h.GetSampleSum(), h.GetSampleCount(), h.GetBucket()
+	series:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				if !hasLabel(m, labels[i], labels[i+1]) {
+					continue series
+				}
+			}
+			h := m.GetHistogram()
+			return h.GetSampleSum(), h.GetSampleCount(), h.GetBucket()
+		}
 	}
 	return 0, 0, nil
+}
+
+func hasLabel(m *dto.Metric, name, value string) bool {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue() == value
+		}
+	}
+	return false
 }
 
 // histDelta is a histogram observed between two reads of brainHistogram.
@@ -508,8 +525,8 @@ type histDelta struct {
 	cum   []uint64
 }
 
-func (c *Cluster) brainHist(name string) histDelta {
-	sum, count, b := c.brainHistogram(name)
+func (c *Cluster) brainHist(name string, labels ...string) histDelta {
+	sum, count, b := c.brainHistogram(name, labels...)
 	d := histDelta{sum: sum, count: count}
 	for _, x := range b {
 		d.upper = append(d.upper, x.GetUpperBound())
