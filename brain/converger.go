@@ -97,9 +97,7 @@ func (s *session) snapshot(guids []string) converge.Snapshot {
 			if d := s.desired[g]; d != nil {
 				snap.DesiredLRPs = append(snap.DesiredLRPs, d)
 			}
-			for _, a := range s.byGuid[g] {
-				snap.ActualLRPs = append(snap.ActualLRPs, a)
-			}
+			snap.ActualLRPs = append(snap.ActualLRPs, s.recordsOfLocked(g)...)
 		}
 	}
 	for _, t := range s.tasks {

@@ -72,9 +72,8 @@ type session struct {
 	// (see tally.go); both change with actual.
 	usage   map[string]*cellUsage
 	contrib map[actualKey]contribution
-	// byGuid indexes actual by process guid, so that a plan of a few processes finds their
-	// records without a walk of the whole view.
-	byGuid map[string]map[actualKey]*models.ActualLRP
+	// byGuid counts actual's records by process guid (see recordsOfLocked).
+	byGuid map[string]guidRecords
 
 	// Set by cellStates and read by deliver, both on the batcher's goroutine.
 	auctionCells map[string]*auction.CellState
@@ -143,7 +142,7 @@ func (s *session) reset() {
 	s.retryTask = map[string]bool{}
 	s.usage = map[string]*cellUsage{}
 	s.contrib = map[actualKey]contribution{}
-	s.byGuid = map[string]map[actualKey]*models.ActualLRP{}
+	s.byGuid = map[string]guidRecords{}
 }
 
 // run is the leader's work until ctx ends.

@@ -61,13 +61,13 @@ func (s *session) contributionOf(a *models.ActualLRP) (contribution, bool) {
 // setActualLocked stores a under k and updates the cells' usage.
 func (s *session) setActualLocked(k actualKey, a *models.ActualLRP) {
 	s.untallyLocked(k)
-	s.actual[k] = a
-	g := s.byGuid[k.guid]
-	if g == nil {
-		g = map[actualKey]*models.ActualLRP{}
+	if _, ok := s.actual[k]; !ok {
+		g := s.byGuid[k.guid]
+		g.records++
+		g.maxIndex = max(g.maxIndex, k.index)
 		s.byGuid[k.guid] = g
 	}
-	g[k] = a
+	s.actual[k] = a
 	if c, ok := s.contributionOf(a); ok {
 		u := s.usage[c.cell]
 		if u == nil {
@@ -82,13 +82,40 @@ func (s *session) setActualLocked(k actualKey, a *models.ActualLRP) {
 // deleteActualLocked removes k and its share of its cell's usage.
 func (s *session) deleteActualLocked(k actualKey) {
 	s.untallyLocked(k)
+	if _, ok := s.actual[k]; !ok {
+		return
+	}
 	delete(s.actual, k)
-	if g := s.byGuid[k.guid]; g != nil {
-		delete(g, k)
-		if len(g) == 0 {
-			delete(s.byGuid, k.guid)
+	if g := s.byGuid[k.guid]; g.records > 1 {
+		g.records--
+		s.byGuid[k.guid] = g
+	} else {
+		delete(s.byGuid, k.guid)
+	}
+}
+
+// guidRecords counts the records of one process in the view and bounds their indices, so
+// that a plan of a few processes finds their records without a walk of the whole view.
+type guidRecords struct {
+	records  int32
+	maxIndex int32 // no record of the process has a higher index
+}
+
+// recordsOfLocked returns every record of process guid in the view. Callers hold s.mu.
+func (s *session) recordsOfLocked(guid string) []*models.ActualLRP {
+	g, ok := s.byGuid[guid]
+	if !ok {
+		return nil
+	}
+	out := make([]*models.ActualLRP, 0, g.records)
+	for i := int32(0); i <= g.maxIndex && int32(len(out)) < g.records; i++ {
+		for _, p := range presences {
+			if a := s.actual[actualKey{guid, i, p}]; a != nil {
+				out = append(out, a)
+			}
 		}
 	}
+	return out
 }
 
 func (s *session) untallyLocked(k actualKey) {
@@ -104,11 +131,14 @@ func (s *session) untallyLocked(k actualKey) {
 	}
 }
 
+// presences are the presences an index's records can have.
+var presences = [...]string{models.PresenceOrdinary, models.PresenceEvacuating, models.PresenceSuspect}
+
 // retallyLocked recounts the records of a DesiredLRP that arrived after some of its
 // instances did (they were counted without its memory and disk).
 func (s *session) retallyLocked(d *models.DesiredLRP) {
 	for i := int32(0); i < d.Instances; i++ {
-		for _, p := range []string{models.PresenceOrdinary, models.PresenceEvacuating, models.PresenceSuspect} {
+		for _, p := range presences {
 			k := actualKey{d.ProcessGuid, i, p}
 			if a := s.actual[k]; a != nil {
 				s.setActualLocked(k, a)

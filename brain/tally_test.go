@@ -37,6 +37,8 @@ func recount(s *session) map[string]*cellUsage {
 	return out
 }
 
+// TestCellUsageFollowsEveryChange: the per-cell usage and the per-process index of the view
+// agree with a walk of its records after every change.
 func TestCellUsageFollowsEveryChange(t *testing.T) {
 	states := []string{models.ActualLRPStateUnclaimed, models.ActualLRPStateClaimed, models.ActualLRPStateRunning, models.ActualLRPStateCrashed}
 	presences := []string{models.PresenceOrdinary, models.PresenceEvacuating, models.PresenceSuspect}
@@ -84,6 +86,26 @@ func TestCellUsageFollowsEveryChange(t *testing.T) {
 					g := s.usage[c]
 					if g == nil || g.reserved != w.reserved || g.starting != w.starting || !maps.Equal(g.instances, w.instances) {
 						t.Fatalf("step %d: cell %s usage %+v, recount %+v", step, c, g, w)
+					}
+				}
+				// The per-process index finds exactly the records a walk of the view finds.
+				byGuid := map[string]map[actualKey]bool{}
+				for k := range s.actual {
+					if byGuid[k.guid] == nil {
+						byGuid[k.guid] = map[actualKey]bool{}
+					}
+					byGuid[k.guid][k] = true
+				}
+				if len(s.byGuid) != len(byGuid) {
+					t.Fatalf("step %d: %d processes indexed, %d with records", step, len(s.byGuid), len(byGuid))
+				}
+				for guid, want := range byGuid {
+					got := map[actualKey]bool{}
+					for _, a := range s.recordsOfLocked(guid) {
+						got[keyOf(a)] = true
+					}
+					if !maps.Equal(got, want) {
+						t.Fatalf("step %d: records of %s %v, walk %v", step, guid, got, want)
 					}
 				}
 				for i, cs := range handedOut {

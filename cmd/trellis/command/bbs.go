@@ -45,7 +45,7 @@ func (f *bbsFlags) add(cmd *cobra.Command) {
 	fl.StringVar(&f.etcdCA, "etcd-ca", "", "CA file verifying the external etcd members")
 	fl.StringVar(&f.etcdCert, "etcd-cert", "", "client certificate for the external etcd")
 	fl.StringVar(&f.etcdKey, "etcd-key", "", "client key for the external etcd")
-	fl.IntVar(&f.etcdConns, "etcd-connections", standalone.DefaultEtcdConnections, "etcd client connections the store spreads its requests over (1-64; watches use the first)")
+	fl.IntVar(&f.etcdConns, "etcd-connections", standalone.DefaultEtcdConnections, "connections to the external etcd the store spreads its requests over (1-64; watches use the first; the embedded etcd is called in-process)")
 	fl.StringVar(&f.tlsCA, "tls-ca", "", "CA file that signs client certificates (operator, brain, cell:<id>)")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "server certificate file")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "server key file")
