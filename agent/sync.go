@@ -211,16 +211,26 @@ func (a *Agent) reconcileOnce(ctx context.Context) (int64, error) {
 		presence string
 		index    int32
 	}
-	records := map[slot]bool{}
+	records := map[slot]string{} // the instance guid of each record
 	for _, rec := range lrps {
-		records[slot{rec.ProcessGuid, rec.Presence, rec.Index}] = true
+		records[slot{rec.ProcessGuid, rec.Presence, rec.Index}] = rec.InstanceGuid
+	}
+	// hasRecord reports whether c's record is among those read. An instance whose evacuation
+	// is under way counts as EVACUATING from the moment it asks the BBS; a read taken before the
+	// BBS made the change finds its ORDINARY record still holding it, which is its record too.
+	hasRecord := func(c *container) bool {
+		if _, ok := records[slot{c.key.ProcessGuid, c.presence, c.key.Index}]; ok {
+			return true
+		}
+		return c.evacuating && c.presence == models.PresenceEvacuating &&
+			records[slot{c.key.ProcessGuid, models.PresenceOrdinary, c.key.Index}] == c.handle
 	}
 	// An instance whose record is missing may be missing because its app was removed (and
 	// perhaps desired again since): its app's cached DesiredLRP goes before any record is
 	// acted on (desired.go).
 	a.mu.Lock()
 	for _, c := range a.containers {
-		if c.kind == KindLRP && !records[slot{c.key.ProcessGuid, c.presence, c.key.Index}] {
+		if c.kind == KindLRP && !hasRecord(c) {
 			a.dropDesiredLocked(c.key.ProcessGuid)
 		}
 	}
@@ -264,7 +274,7 @@ func (a *Agent) reconcileOnce(ctx context.Context) (int64, error) {
 		}
 		switch c.kind {
 		case KindLRP:
-			if !records[slot{c.key.ProcessGuid, c.presence, c.key.Index}] {
+			if !hasRecord(c) {
 				a.stopLocked(c, "the instance has no record")
 			}
 		case KindTask:
