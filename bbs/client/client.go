@@ -51,6 +51,11 @@ type Client struct {
 	base   string       // URL without a trailing slash
 	http   *http.Client // bounded by cfg.Timeout
 	stream *http.Client // for event streams: no overall timeout
+	// lease carries the renewals that keep the caller alive in the BBS's eyes (a cell's
+	// presence, the brain's lock) over a connection of their own: behind a draining cell's
+	// hundreds of evacuations on MaxConns connections, a heartbeat waited longer than the
+	// presence TTL and the cell was taken for dead.
+	lease *http.Client
 }
 
 // New builds a client; it loads the TLS files but does not contact the server.
@@ -80,16 +85,22 @@ func New(cfg Config) (*Client, error) {
 		}
 		tr.TLSClientConfig = tc
 	}
+	ltr := tr.Clone()
+	ltr.MaxConnsPerHost, ltr.MaxIdleConnsPerHost = 1, 1
 	return &Client{
 		cfg:    cfg,
 		base:   base,
 		http:   &http.Client{Transport: tr, Timeout: cfg.Timeout},
 		stream: &http.Client{Transport: tr},
+		lease:  &http.Client{Transport: ltr, Timeout: cfg.Timeout},
 	}, nil
 }
 
 // Close releases idle connections.
-func (c *Client) Close() { c.http.CloseIdleConnections() }
+func (c *Client) Close() {
+	c.http.CloseIdleConnections()
+	c.lease.CloseIdleConnections()
+}
 
 // request is one API call.
 type request struct {
@@ -97,7 +108,8 @@ type request struct {
 	path   string // already escaped
 	query  url.Values
 	header http.Header
-	body   any // JSON-encoded when non-nil
+	body   any  // JSON-encoded when non-nil
+	lease  bool // a lease renewal: sent over the lease connection
 }
 
 // newRequest builds the HTTP request of r.
@@ -138,7 +150,11 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 	if err != nil {
 		return err
 	}
-	resp, err := c.http.Do(req)
+	hc := c.http
+	if r.lease {
+		hc = c.lease
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("client: %s %s: %w", r.method, r.path, ctx.Err())

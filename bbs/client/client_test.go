@@ -1,6 +1,7 @@
 package client
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -147,5 +148,35 @@ func TestMaxConnsBoundsConnections(t *testing.T) {
 				t.Errorf("20 concurrent requests used %d connections, want at most %d", len(conns), max)
 			}
 		})
+	}
+}
+
+// TestLeaseRenewalsDoNotQueue: with every connection of MaxConns held by slow requests, a
+// heartbeat and a lock renewal still go out at once, over the lease connection.
+func TestLeaseRenewalsDoNotQueue(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			<-release // the work requests hang
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	defer close(release)
+	c, err := New(Config{URL: srv.URL, Insecure: true, MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 4 {
+		go func() { _, _ = c.DesiredLRP(t.Context(), "web") }() // hangs until the test ends
+	}
+	time.Sleep(50 * time.Millisecond) // let them take both connections
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	if err := c.Heartbeat(ctx, &models.CellPresence{CellID: "cell-1"}, 10*time.Second); err != nil {
+		t.Fatalf("heartbeat behind hung requests: %v", err)
+	}
+	if err := c.AcquireLock(ctx, "brain", "brain-a", 5*time.Second); err != nil {
+		t.Fatalf("lock renewal behind hung requests: %v", err)
 	}
 }

@@ -333,7 +333,7 @@ func (c *Client) UnresolveTask(ctx context.Context, taskGuid string) (*models.Ta
 // Heartbeat (cell) announces presence under a lease of ttl (0 = the server's default).
 // Errors: InvalidRecord, Forbidden (another cell).
 func (c *Client) Heartbeat(ctx context.Context, presence *models.CellPresence, ttl time.Duration) error {
-	r := request{method: http.MethodPut, path: "/v1/cells/" + seg(presence.CellID) + "/presence", body: presence}
+	r := request{method: http.MethodPut, path: "/v1/cells/" + seg(presence.CellID) + "/presence", body: presence, lease: true}
 	if ttl > 0 {
 		r.query = url.Values{"ttl_ms": {strconv.FormatInt(msDuration(ttl), 10)}}
 	}
@@ -397,7 +397,7 @@ func (c *Client) Domains(ctx context.Context) ([]*models.Domain, error) {
 // AcquireLock takes or renews name for owner for ttl. Errors: LockHeld.
 func (c *Client) AcquireLock(ctx context.Context, name, owner string, ttl time.Duration) error {
 	return c.do(ctx, request{method: http.MethodPut, path: "/v1/locks/" + seg(name),
-		body: LockRequest{Owner: owner, TTLMs: msDuration(ttl)}}, nil)
+		body: LockRequest{Owner: owner, TTLMs: msDuration(ttl)}, lease: true}, nil)
 }
 
 // ReleaseLock releases name if owner holds it.
