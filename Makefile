@@ -48,7 +48,7 @@ bench: deps build ## print performance figures against named peers
 
 # The simulator's size that fits in 10 minutes on a 2-core machine (about 4 here);
 # SIM_ARGS="-instances 250000 -timeout 25m" runs the issue's 250,000 instances (all four
-# scenarios took 12 minutes here: see docs/scale.md).
+# scenarios took 10 minutes here: see docs/scale.md).
 SIM_ARGS ?= -cells 1000 -instances 50000 -churn 60s
 bench-sim: ## run the scale simulator (fill, cell loss, drain, churn) against the real BBS, etcd and brain; SIM_ARGS sizes it
 	$(GO) build -o bin/simbench ./test/sim/simbench
