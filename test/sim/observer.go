@@ -54,11 +54,15 @@ type observer struct {
 	downNow  int
 	crashes  int
 	lastSeen time.Time
+	// gone holds the cells whose presence disappeared in this window; lapses counts those
+	// that came back: a live cell whose heartbeats did not reach the BBS within the TTL.
+	gone   map[string]bool
+	lapses int
 }
 
 func newObserver() *observer {
 	return &observer{expected: map[string]int32{}, lrps: map[lrpKey]*obsLRP{}, perCell: map[string]int{},
-		cells: map[string]bool{}, starts: newHist()}
+		cells: map[string]bool{}, starts: newHist(), gone: map[string]bool{}}
 }
 
 // load reads the current records and returns the revision to follow events from.
@@ -121,10 +125,15 @@ func (o *observer) apply(ev store.Event) {
 	case store.EventCellAppeared, store.EventCellChanged:
 		if ev.Cell != nil {
 			o.cells[ev.Cell.CellID] = true
+			if o.gone[ev.Cell.CellID] {
+				delete(o.gone, ev.Cell.CellID)
+				o.lapses++
+			}
 		}
 	case store.EventCellDisappeared:
 		if ev.Cell != nil {
 			delete(o.cells, ev.Cell.CellID)
+			o.gone[ev.Cell.CellID] = true
 		}
 	}
 }
@@ -240,7 +249,8 @@ func (o *observer) resetMeasures() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.starts = newHist()
-	o.maxDown, o.downs, o.crashes = 0, 0, 0
+	o.maxDown, o.downs, o.crashes, o.lapses = 0, 0, 0, 0
+	clear(o.gone)
 	now := time.Now()
 	for _, e := range o.lrps {
 		if !e.downSince.IsZero() {
@@ -252,7 +262,7 @@ func (o *observer) resetMeasures() {
 // snapshot is the observer's counts at one moment.
 type snapshot struct {
 	expected, running, evacuating, suspect, cells, crashes int
-	downNow, downs                                         int
+	downNow, downs, lapses                                 int
 	maxDown                                                time.Duration
 	starts                                                 *hist
 	err                                                    error
@@ -270,7 +280,7 @@ func (o *observer) snap() snapshot {
 		}
 	}
 	return snapshot{expected: n, running: running, evacuating: o.evac, suspect: o.suspect, cells: len(o.cells),
-		crashes: o.crashes, downNow: o.downNow, downs: o.downs, maxDown: o.maxDown, starts: o.starts.clone(), err: o.err}
+		crashes: o.crashes, downNow: o.downNow, downs: o.downs, lapses: o.lapses, maxDown: o.maxDown, starts: o.starts.clone(), err: o.err}
 }
 
 // allRunning reports whether every expected instance is RUNNING with no EVACUATING or SUSPECT

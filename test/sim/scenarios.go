@@ -131,6 +131,7 @@ func (c *Cluster) Fill(ctx context.Context, o FillOptions) (*Result, error) {
 	r.add("placements/s end to end", fmt.Sprintf("%.0f", rate), "goal ≥ 5,000; Nomad ~1,500; Kubernetes 680–810", yes(rate >= 5000))
 	r.add("UNCLAIMED→RUNNING p50 / p99", round(s.starts.quantile(0.5))+" / "+round(s.starts.quantile(0.99)), "", nil)
 	c.balanceLines(r)
+	c.lapseLine(r)
 	c.latencyLines(ctx, r, lat, 100*time.Millisecond)
 	c.convergenceLines(r, conv)
 	c.memoryLines(r, instances)
@@ -174,6 +175,14 @@ func (c *Cluster) balanceLines(r *Result) {
 	}
 	r.add(fmt.Sprintf("balance, worst of %d groups (%s): max−min / stddev", len(groups), worstName), worstLine, "", nil)
 	r.add("balance: farthest cell from the mean", fmt.Sprintf("%.1f%%", worstPct), "goal within 2% of the mean", yes(worstPct <= 2))
+}
+
+// lapseLine reports how many live cells lost their presence in the scenario and came back:
+// heartbeats that did not reach the BBS within the TTL, so the brain took a live cell for
+// dead and moved its work.
+func (c *Cluster) lapseLine(r *Result) {
+	n := c.obs.snap().lapses
+	r.add("live cells whose presence lapsed (TTL passed between heartbeats)", fmt.Sprint(n), "should be 0", yes(n == 0))
 }
 
 func (c *Cluster) latencyLines(ctx context.Context, r *Result, base window, goal time.Duration) {
@@ -334,6 +343,7 @@ func (c *Cluster) CellLoss(ctx context.Context, fraction float64, timeout time.D
 	_ = killed
 	c.settleChecks(ctx, r)
 	c.balanceLines(r)
+	c.lapseLine(r)
 	c.latencyLines(ctx, r, lat, 100*time.Millisecond)
 	c.convergenceLines(r, conv)
 	return r, nil
@@ -426,6 +436,7 @@ func (c *Cluster) Drain(ctx context.Context, fraction float64, timeout time.Dura
 		r.Failures = append(r.Failures, fmt.Sprintf("an instance went %v without a running copy", s.maxDown))
 	}
 	c.settleChecks(ctx, r)
+	c.lapseLine(r)
 	c.latencyLines(ctx, r, lat, 100*time.Millisecond)
 	c.convergenceLines(r, conv)
 	return r, nil
@@ -484,6 +495,7 @@ func (c *Cluster) Churn(ctx context.Context, o ChurnOptions) (*Result, error) {
 	r.add("crashes / restarts to RUNNING", fmt.Sprintf("%d crashes (%.1f/s), %d starts", s.crashes, float64(s.crashes)/took.Seconds(), s.starts.count()), "", nil)
 	r.add("UNCLAIMED→RUNNING p50 / p99", round(s.starts.quantile(0.5))+" / "+round(s.starts.quantile(0.99)), "", nil)
 	r.add("pushes", fmt.Sprintf("%d (%d instances)", pushes, pushes*o.PushApps*int(o.PushInstances)), "", nil)
+	c.lapseLine(r)
 	c.latencyLines(ctx, r, lat, 100*time.Millisecond)
 	c.convergenceLines(r, conv)
 	c.memoryLines(r, s.expected)

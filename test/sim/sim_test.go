@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/trellis-run/trellis/bbs/models"
+	"github.com/trellis-run/trellis/bbs/store"
 )
 
 // envWorker makes the test binary a simulator worker process (see TestMain).
@@ -180,5 +183,30 @@ func TestHistQuantiles(t *testing.T) {
 	m.addDump(h.dump())
 	if m.count() != h.count() || m.quantile(0.99) != h.quantile(0.99) {
 		t.Errorf("dumped and merged: n=%d p99=%v, want n=%d p99=%v", m.count(), m.quantile(0.99), h.count(), h.quantile(0.99))
+	}
+}
+
+// TestObserverCountsPresenceLapses: a cell whose presence disappears and comes back lapsed; a
+// cell that disappears for good (killed, or drained and gone) did not; a new window starts
+// from none.
+func TestObserverCountsPresenceLapses(t *testing.T) {
+	o := newObserver()
+	cell := func(typ store.EventType, id string) store.Event {
+		return store.Event{Type: typ, Cell: &models.CellPresence{CellID: id}}
+	}
+	for _, ev := range []store.Event{
+		cell(store.EventCellAppeared, "a"), cell(store.EventCellAppeared, "b"),
+		cell(store.EventCellDisappeared, "a"), cell(store.EventCellChanged, "b"),
+		cell(store.EventCellDisappeared, "b"), cell(store.EventCellAppeared, "b"),
+	} {
+		o.apply(ev)
+	}
+	if n := o.snap().lapses; n != 1 {
+		t.Fatalf("%d lapses, want 1 (b came back, a did not)", n)
+	}
+	o.resetMeasures()
+	o.apply(cell(store.EventCellAppeared, "a"))
+	if n := o.snap().lapses; n != 0 {
+		t.Fatalf("%d lapses after a reset, want 0 (a went before the window)", n)
 	}
 }
