@@ -466,32 +466,11 @@ func TestPartialPlansKeepOtherSchedules(t *testing.T) {
 		return ""
 	})
 
-	// metric reads one series of the brain's registry: a histogram's count or a counter.
-	metric := func(name, label, value string) uint64 {
-		mfs, err := b.reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, mf := range mfs {
-			if mf.GetName() != name {
-				continue
-			}
-			for _, m := range mf.GetMetric() {
-				for _, l := range m.GetLabel() {
-					if l.GetName() == label && l.GetValue() == value {
-						if h := m.GetHistogram(); h != nil {
-							return h.GetSampleCount()
-						}
-						return uint64(m.GetCounter().GetValue())
-					}
-				}
-			}
-		}
-		return 0
+	partial := func() float64 {
+		return metricValue(t, b, "trellis_brain_convergence_plan_seconds", "scope", scopeProcesses)
 	}
-	partial := func() uint64 { return metric("trellis_brain_convergence_plan_seconds", "scope", scopeProcesses) }
 	eventually(t, 5*time.Second, func() string {
-		if metric("trellis_brain_convergence_actions_total", "action", "restart_later") == 0 {
+		if metricValue(t, b, "trellis_brain_convergence_actions_total", "action", "restart_later") == 0 {
 			return "crashy's restart is not scheduled"
 		}
 		return ""

@@ -468,8 +468,8 @@ func testLogger(t testing.TB, owner string) *slog.Logger {
 		With("test", t.Name())
 }
 
-// metricValue reads one counter or gauge of a test brain's registry; labels are name, value
-// pairs that the series must carry.
+// metricValue reads one counter or gauge (or a histogram's sample count) of a test brain's
+// registry; labels are name, value pairs that the series must carry.
 func metricValue(t testing.TB, b *runningBrain, name string, labels ...string) float64 {
 	t.Helper()
 	families, err := b.reg.Gather()
@@ -493,6 +493,9 @@ func metricValue(t testing.TB, b *runningBrain, name string, labels ...string) f
 			}
 			if m.GetCounter() != nil {
 				return m.GetCounter().GetValue()
+			}
+			if m.GetHistogram() != nil {
+				return float64(m.GetHistogram().GetSampleCount())
 			}
 			return m.GetGauge().GetValue()
 		}
