@@ -32,8 +32,8 @@ func (h *heldEvacuation) EvacuateActualLRP(ctx context.Context, key models.Actua
 // TestReconcileDuringEvacuationKeepsTheInstance: a reconcile whose read was taken before the
 // BBS made an instance EVACUATING finds its ORDINARY record still holding it; that is the
 // instance's record, not a missing one, and the instance keeps serving. (Stopping it there
-// left the index with no running copy until its replacement ran: thousands of indices for up
-// to 28 s in a simulated drain of 81 busy cells, where an evacuation took seconds to commit.)
+// would leave the index with no running copy until its replacement ran; on a busy BBS an
+// evacuation takes seconds to commit, time enough for a reconcile to fall in between.)
 func TestReconcileDuringEvacuationKeepsTheInstance(t *testing.T) {
 	e := testBBS(t)
 	cellID := uniq("cell")

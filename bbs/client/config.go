@@ -38,11 +38,11 @@ type Config struct {
 	// 5 s. Default 100 ms.
 	ReconnectDelay time.Duration `json:"-"`
 	// MaxConns bounds the client's connections to the BBS, event streams included; requests
-	// beyond it wait for a free connection. Lease renewals (Heartbeat, AcquireLock) have one
-	// connection of their own besides, so they never wait behind other requests. 0 means no
-	// bound. A cell agent starting hundreds
+	// beyond it wait for a free connection. 0 means no bound. A cell agent starting hundreds
 	// of instances at once otherwise opens a connection per request in flight, and a thousand
-	// such cells exhaust the BBS's file descriptors (measured by the scale simulator).
+	// such cells exhaust the BBS's file descriptors (measured by the scale simulator). Lease
+	// renewals (Heartbeat, AcquireLock) have one connection of their own besides, so they
+	// never wait behind other requests.
 	MaxConns int `json:"-"`
 }
 
