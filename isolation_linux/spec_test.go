@@ -89,7 +89,7 @@ func TestBuildSpec(t *testing.T) {
 	if *s.Linux.Resources.Memory.Limit != 64<<20 || *s.Linux.Resources.Memory.Swap != 64<<20 || *s.Linux.Resources.Pids.Limit != 100 || *s.Linux.Resources.CPU.Shares != 512 {
 		t.Fatalf("resources %+v", s.Linux.Resources)
 	}
-	if s.Annotations[annotationOverlay] != "lowerdir=/l,upperdir=/u,workdir=/w" {
+	if s.Annotations[annotationOverlay] != "lowerdir=/l,upperdir=/u,workdir=/w,volatile" {
 		t.Fatalf("overlay %q", s.Annotations[annotationOverlay])
 	}
 	if !s.Process.NoNewPrivileges || len(s.Process.Capabilities.Bounding) != len(DefaultCapabilities) || contains(s.Process.Capabilities.Bounding, "CAP_SYS_ADMIN") {
@@ -116,7 +116,7 @@ func TestBuildSpecImageLayers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := s.Annotations[annotationOverlay]; got != "lowerdir=/layers/top:/layers/base,upperdir=/u,workdir=/w,userxattr" {
+	if got := s.Annotations[annotationOverlay]; got != "lowerdir=/layers/top:/layers/base,upperdir=/u,workdir=/w,volatile,userxattr" {
 		t.Fatalf("overlay %q", got)
 	}
 	for _, lower := range []string{"/a::/b", ":/a", "/a:/b,c"} {
