@@ -98,7 +98,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Backend, error)
 			return nil, err
 		}
 	}
-	spreadSubdirs(cfg.StateDir, logger)
+	if err := resources.SpreadSubdirs(cfg.StateDir); err != nil {
+		logger.Debug("state directory: spreading container directories over the file system is not supported here", "dir", cfg.StateDir, "err", err)
+	}
 	layers, err := newLayerCache(cfg.LayerCacheDir, cfg.Stacks)
 	if err != nil {
 		return nil, err
@@ -150,31 +152,6 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Backend, error)
 	}
 	return b, nil
 }
-
-// spreadSubdirs marks dir, where each container gets a directory, as the top of a hierarchy
-// (FS_TOPDIR_FL, chattr +T): ext4 then places its subdirectories in different block groups,
-// and with them the files each container's state rewrites, instead of crowding them all into
-// dir's group. Where ext4 runs without a journal it skips, for a few minutes, every inode
-// freed in a group when it looks for a free one there, so one crowded group made each state
-// file written by a busy cell scan past thousands of recently freed inodes (9% of all CPU while
-// a cell started 300 containers). Filesystems without the flag ignore it; so does this.
-func spreadSubdirs(dir string, log *slog.Logger) {
-	f, err := os.Open(dir)
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	flags, err := unix.IoctlGetInt(int(f.Fd()), unix.FS_IOC_GETFLAGS)
-	if err == nil && flags&fsTopdirFlag == 0 {
-		err = unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, flags|fsTopdirFlag)
-	}
-	if err != nil {
-		log.Debug("state directory: spreading container directories over the file system is not supported here", "dir", dir, "err", err)
-	}
-}
-
-// fsTopdirFlag is FS_TOPDIR_FL (linux/fs.h), which x/sys/unix does not define.
-const fsTopdirFlag = 0x00020000
 
 // checkTraversable refuses a directory whose parents an unprivileged container's root (a
 // host uid with no other rights) cannot search: its init mounts the overlay by path.
@@ -726,11 +703,39 @@ func (b *Backend) destroy(ctx context.Context, handle string) error {
 	var errs []error
 	// Killing the pid namespace's init makes the kernel kill every process in it, and its
 	// mount namespace (the overlay and everything mounted in it) goes with the last of them.
-	// Waiting for that first leaves the cgroup empty, so removing it costs no freeze-and-poll.
-	initGone := false
+	// That teardown runs in the dying init, on another CPU where there is one, so what does
+	// not depend on it is taken apart meanwhile: the network, the pinned network namespace,
+	// the disk directory of an unlimited container and the state files but the record (a
+	// destroy interrupted by a crash finds the init and the cgroup again through it).
+	var dying *dyingProcess
 	if recErr == nil && rec.InitPid > 0 {
-		initGone = killAndWait(rec.InitPid, rec.InitStart, 5*time.Second)
+		dying = signalKill(rec.InitPid, rec.InitStart)
 	}
+	netns := filepath.Join(dir, fileNetNS)
+	if b.net != nil && (recErr != nil || rec.Network != isolation.NetworkNone) {
+		if err := b.net.Teardown(ctx, handle, netns); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := unbindNetNS(netns); err != nil {
+		errs = append(errs, err)
+	}
+	// A disk-limited container's volume stays in use until its overlay is gone: releasing it
+	// then unmounts it cleanly instead of detaching it.
+	early := recErr == nil && rec.Limits.DiskBytes == 0
+	if early {
+		if err := b.disk.release(handle); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == 0 {
+		if err := removeStateFiles(dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// Waiting for the init's exit leaves the cgroup empty, so removing it costs no
+	// freeze-and-poll.
+	initGone := dying.wait(5 * time.Second)
 	if cg, err := resources.Load(b.cfg.CgroupParent, handle); err == nil {
 		// The kernel ends every process of a pid namespace before its init has exited, so
 		// after the init's exit there is nothing left to kill; otherwise kill what is there.
@@ -747,17 +752,10 @@ func (b *Backend) destroy(ctx context.Context, handle string) error {
 	} else if !isolation.IsNotFound(err) {
 		errs = append(errs, err)
 	}
-	netns := filepath.Join(dir, fileNetNS)
-	if b.net != nil && (recErr != nil || rec.Network != isolation.NetworkNone) {
-		if err := b.net.Teardown(ctx, handle, netns); err != nil {
+	if !early {
+		if err := b.disk.release(handle); err != nil {
 			errs = append(errs, err)
 		}
-	}
-	if err := unbindNetNS(netns); err != nil {
-		errs = append(errs, err)
-	}
-	if err := b.disk.release(handle); err != nil {
-		errs = append(errs, err)
 	}
 	if len(errs) == 0 {
 		if err := os.RemoveAll(dir); err != nil {
@@ -770,24 +768,58 @@ func (b *Backend) destroy(ctx context.Context, handle string) error {
 	return errors.Join(errs...)
 }
 
-// killAndWait sends SIGKILL to pid if it is still the process started at start, and waits,
-// bounded, until it has exited (through a pidfd, so without polling). It reports whether the
-// process was seen to exit; false when it was gone already (or its pid is another's now),
-// when signalling failed, or after d.
-func killAndWait(pid int, start uint64, d time.Duration) bool {
+// removeStateFiles removes what a container's state dir holds but its record and the
+// overlay's mount point, which may still be mounted in the container's dying mount namespace.
+func removeStateFiles(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		if e.Name() == fileState || e.Name() == dirRootfs {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// dyingProcess is a process sent SIGKILL, pinned by its pidfd; nil when it was gone already
+// (or its pid is another's now) or could not be signalled.
+type dyingProcess struct{ fd int }
+
+// signalKill sends SIGKILL to pid if it is still the process started at start.
+func signalKill(pid int, start uint64) *dyingProcess {
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
-		return false // gone already
+		return nil // gone already
 	}
-	defer unix.Close(fd)
-	// The pidfd pins the process: if the start time matches now, the fd is the init's.
+	// The pidfd pins the process: if the start time matches now, the fd is its.
 	if st, err := processStartTime(pid); err != nil || st != start {
-		return false
+		unix.Close(fd)
+		return nil
 	}
 	if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil {
+		unix.Close(fd)
+		return nil
+	}
+	return &dyingProcess{fd: fd}
+}
+
+// wait waits, bounded by d, until the process has exited (through its pidfd, so without
+// polling), and reports whether it was seen to exit; false for a nil dyingProcess.
+func (p *dyingProcess) wait(d time.Duration) bool {
+	if p == nil {
 		return false
 	}
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	defer unix.Close(p.fd)
+	fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		n, err := unix.Poll(fds, int(time.Until(deadline).Milliseconds())+1)
@@ -799,4 +831,11 @@ func killAndWait(pid int, start uint64, d time.Duration) bool {
 		}
 	}
 	return false
+}
+
+// killAndWait sends SIGKILL to pid if it is still the process started at start, and waits,
+// bounded, until it has exited. It reports whether the process was seen to exit; false when
+// it was gone already (or its pid is another's now), when signalling failed, or after d.
+func killAndWait(pid int, start uint64, d time.Duration) bool {
+	return signalKill(pid, start).wait(d)
 }

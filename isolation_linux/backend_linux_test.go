@@ -3,6 +3,7 @@ package isolationlinux
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -43,29 +44,33 @@ func TestNamespacesAndRootfs(t *testing.T) {
 	_ = context.Background
 }
 
-// The state directory asks ext4 to spread the containers' directories over block groups.
-func TestStateDirSpreadsSubdirs(t *testing.T) {
+// The state directory and the disk volumes ask ext4 to spread the containers' directories
+// over block groups.
+func TestContainerDirsSpreadOverTheFileSystem(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t)
 	newTestBackend(t, cfg)
-	f, err := os.Open(cfg.StateDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	flags, err := unix.IoctlGetInt(int(f.Fd()), unix.FS_IOC_GETFLAGS)
-	if err != nil {
-		t.Skipf("the file system of %s has no inode flags: %v", cfg.StateDir, err)
-	}
-	var st unix.Statfs_t
-	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil {
-		t.Fatal(err)
-	}
-	if st.Type != unix.EXT4_SUPER_MAGIC {
-		t.Skipf("%s is not on ext4", cfg.StateDir)
-	}
-	if flags&fsTopdirFlag == 0 {
-		t.Fatalf("flags of %s = %#x, want FS_TOPDIR_FL (%#x)", cfg.StateDir, flags, fsTopdirFlag)
+	for _, dir := range []string{cfg.StateDir, filepath.Join(cfg.DiskDir, "volumes")} {
+		f, err := os.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		flags, err := unix.IoctlGetInt(int(f.Fd()), unix.FS_IOC_GETFLAGS)
+		if err != nil {
+			t.Skipf("the file system of %s has no inode flags: %v", dir, err)
+		}
+		var st unix.Statfs_t
+		if err := unix.Fstatfs(int(f.Fd()), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Type != unix.EXT4_SUPER_MAGIC {
+			t.Skipf("%s is not on ext4", dir)
+		}
+		const topdir = 0x00020000 // FS_TOPDIR_FL
+		if flags&topdir == 0 {
+			t.Errorf("flags of %s = %#x, want FS_TOPDIR_FL (%#x)", dir, flags, topdir)
+		}
 	}
 }
 

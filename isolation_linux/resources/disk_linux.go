@@ -98,6 +98,11 @@ func NewDiskQuota(baseDir string) (*DiskQuota, error) {
 			return nil, fmt.Errorf("prepare disk quota directory: %w", err)
 		}
 	}
+	// Each container's volume directory is where its overlay upper and work dirs, and the
+	// overlay's own work files, are created and removed: spread them as the state dirs are.
+	if err := SpreadSubdirs(filepath.Join(baseDir, volumesDir)); err != nil {
+		slog.Debug("disk volumes: spreading container directories over the file system is not supported here", "dir", baseDir, "err", err)
+	}
 	q := &DiskQuota{base: baseDir, locks: map[string]*handleLock{}, templates: map[int64]*templateSlot{}}
 	if projectQuotaEnforced(baseDir) {
 		q.project = true
