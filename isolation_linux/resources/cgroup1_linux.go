@@ -289,6 +289,15 @@ func (d *v1) remove() error {
 	return errors.Join(errs...)
 }
 
+func (d *v1) removeEmpty() error {
+	for _, dir := range d.dirs {
+		if err := unix.Rmdir(dir); err != nil && !errors.Is(err, unix.ENOENT) {
+			return err
+		}
+	}
+	return nil
+}
+
 // removeCgroupDir removes a cgroup directory and any child cgroups below it, deepest first
 // (rmdir, not unlink: a cgroup's interface files go with its directory). A cgroup whose last
 // process just exited can report EBUSY for a moment, so each rmdir is retried briefly.

@@ -184,6 +184,13 @@ func (d *v2) exists() bool {
 	return err == nil
 }
 
+func (d *v2) removeEmpty() error {
+	if err := unix.Rmdir(d.dir); err != nil && !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	return nil
+}
+
 func (d *v2) remove() error {
 	if err := d.mgr.Delete(); err != nil && d.exists() {
 		return err

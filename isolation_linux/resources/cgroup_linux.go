@@ -49,6 +49,9 @@ type driver interface {
 	exists() bool
 	// remove deletes the cgroup's directories; it fails while processes remain.
 	remove() error
+	// removeEmpty deletes the cgroup's directories with one rmdir each, all it takes for a
+	// cgroup without processes or children; it stops at the first that does not go.
+	removeEmpty() error
 }
 
 // New creates the cgroup parent/handle and applies limits (a zero field is no limit). On a
@@ -211,6 +214,11 @@ func (c *Cgroup) Kill() error {
 // (call Kill first to make them); deleting a cgroup that does not exist is not an error.
 // Errors: ErrBusy (processes remain after the bound).
 func (c *Cgroup) Delete() error {
+	// Most cgroups are empty by the time they are deleted (their container's init has been
+	// seen to exit): they go without reading their process lists.
+	if c.drv.removeEmpty() == nil {
+		return nil
+	}
 	if !c.drv.exists() {
 		return nil
 	}
