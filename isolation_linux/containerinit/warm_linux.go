@@ -2,6 +2,7 @@ package containerinit
 
 import (
 	"encoding/json"
+	"os"
 	"reflect"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -19,6 +20,12 @@ const PoolLabel = "@pool"
 // in a cold init and 0.2 ms in a warmed one (docs/isolation-linux.md). A fresh init started
 // for one container has nothing to gain and skips it.
 func warmUp() {
+	// The runtime's poller, which the init's socket is served through, starts at the first
+	// descriptor given to it: an epoll instance and its wake-up descriptor, made here.
+	if r, w, err := os.Pipe(); err == nil {
+		r.Close()
+		w.Close()
+	}
 	for _, v := range []any{&specs.Spec{}, &StartMessage{}, &Request{}, &Response{}, &SyncMessage{}} {
 		full := reflect.New(reflect.TypeOf(v).Elem())
 		populate(full.Elem(), 0)
