@@ -26,6 +26,10 @@ import (
 	"github.com/trellis-run/trellis/isolation_linux/resources"
 )
 
+// dirTrash, <StateDir>/@trash, holds destroyed containers' state dirs while they are removed
+// (resources.Trash); "@" is not allowed in handles.
+const dirTrash = "@trash"
+
 // Files and directories in a container's state dir, <StateDir>/<handle>/.
 const (
 	fileConfig   = "config.json" // the OCI runtime-spec document; immutable
@@ -63,6 +67,7 @@ type Backend struct {
 	layers  *layerCache
 	images  *imageLayers
 	disk    *diskDirs
+	trash   *resources.Trash // <StateDir>/@trash: destroyed containers' state dirs
 	net     *network.Network
 	netErr  error     // why bridge networking is unavailable, when net is nil
 	pool    *initPool // nil when Config.InitPoolSize is 0 or mounts do not propagate
@@ -137,7 +142,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Backend, error)
 	}
 	b.seccompProgram = containerinit.EncodeSeccomp(prog)
 	b.seccompProfile = defaultSeccomp()
+	if b.trash, err = resources.NewTrash(filepath.Join(cfg.StateDir, dirTrash), logger); err != nil {
+		sealed.Close()
+		return nil, fmt.Errorf("isolation_linux: %w", err)
+	}
 	if b.pool, err = newInitPool(ctx, b, cfg.InitPoolSize); err != nil {
+		b.trash.Close()
 		sealed.Close()
 		return nil, err
 	}
@@ -175,6 +185,8 @@ func checkTraversable(dir string) error {
 func (b *Backend) Close() error {
 	poolErr := b.pool.close()
 	b.spawner.close()
+	b.trash.Close()
+	b.disk.close()
 	return errors.Join(poolErr, b.images.close(), b.init.Close())
 }
 
@@ -703,10 +715,8 @@ func (b *Backend) destroy(ctx context.Context, handle string) error {
 	var errs []error
 	// Killing the pid namespace's init makes the kernel kill every process in it, and its
 	// mount namespace (the overlay and everything mounted in it) goes with the last of them.
-	// That teardown runs in the dying init, on another CPU where there is one, so what does
-	// not depend on it is taken apart meanwhile: the network, the pinned network namespace,
-	// the disk directory of an unlimited container and the state files but the record (a
-	// destroy interrupted by a crash finds the init and the cgroup again through it).
+	// That teardown runs in the dying init, on another CPU where there is one, so networking,
+	// which does not depend on it, is taken apart meanwhile.
 	var dying *dyingProcess
 	if recErr == nil && rec.InitPid > 0 {
 		dying = signalKill(rec.InitPid, rec.InitStart)
@@ -719,19 +729,6 @@ func (b *Backend) destroy(ctx context.Context, handle string) error {
 	}
 	if err := unbindNetNS(netns); err != nil {
 		errs = append(errs, err)
-	}
-	// A disk-limited container's volume stays in use until its overlay is gone: releasing it
-	// then unmounts it cleanly instead of detaching it.
-	early := recErr == nil && rec.Limits.DiskBytes == 0
-	if early {
-		if err := b.disk.release(handle); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if len(errs) == 0 {
-		if err := removeStateFiles(dir); err != nil {
-			errs = append(errs, err)
-		}
 	}
 	// Waiting for the init's exit leaves the cgroup empty, so removing it costs no
 	// freeze-and-poll.
@@ -752,41 +749,20 @@ func (b *Backend) destroy(ctx context.Context, handle string) error {
 	} else if !isolation.IsNotFound(err) {
 		errs = append(errs, err)
 	}
-	if !early {
-		if err := b.disk.release(handle); err != nil {
-			errs = append(errs, err)
-		}
+	// The disk directory and the state dir go to the trash, which removes their files in the
+	// background; the state dir, with the record a destroy interrupted by a crash needs to find
+	// the init and the cgroup again, goes last.
+	if err := b.disk.release(handle); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) == 0 {
-		if err := os.RemoveAll(dir); err != nil {
+		if err := b.trash.Put(dir); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	// The overlay lived in the init's mount namespace, gone with the init: the image's
 	// layers may be collected now.
 	b.images.release(handle)
-	return errors.Join(errs...)
-}
-
-// removeStateFiles removes what a container's state dir holds but its record and the
-// overlay's mount point, which may still be mounted in the container's dying mount namespace.
-func removeStateFiles(dir string) error {
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, e := range entries {
-		if e.Name() == fileState || e.Name() == dirRootfs {
-			continue
-		}
-		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
-			errs = append(errs, err)
-		}
-	}
 	return errors.Join(errs...)
 }
 

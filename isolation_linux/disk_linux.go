@@ -74,3 +74,16 @@ func (d *diskDirs) release(handle string) error {
 	}
 	return d.quota.Release(handle)
 }
+
+// flush waits until released directories are gone from the disk (see resources.Trash).
+func (d *diskDirs) flush() {
+	if d.quota != nil {
+		d.quota.Flush()
+	}
+}
+
+func (d *diskDirs) close() {
+	if d.quota != nil {
+		d.quota.Close()
+	}
+}

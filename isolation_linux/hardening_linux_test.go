@@ -292,9 +292,17 @@ func TestNetworkAndDestroyLeavesNothing(t *testing.T) {
 			t.Errorf("a mount under %s remains", needle)
 		}
 	}
-	for _, p := range []string{b.dir(c.Handle()), filepath.Join(cfg.DiskDir, "volumes", c.Handle())} {
+	for _, p := range []string{b.dir(c.Handle()), filepath.Join(cfg.DiskDir, "volumes", c.Handle()), filepath.Join(cfg.DiskDir, "images", c.Handle()+".img")} {
 		if _, err := os.Stat(p); err == nil {
 			t.Errorf("%s remains", p)
+		}
+	}
+	// What Destroy moved to the trash is removed in the background, soon.
+	b.trash.Flush()
+	b.disk.flush()
+	for _, trash := range []string{filepath.Join(cfg.StateDir, dirTrash), filepath.Join(cfg.DiskDir, "trash")} {
+		if left, err := os.ReadDir(trash); err != nil || len(left) > 0 {
+			t.Errorf("the trash %s holds %v (%v)", trash, left, err)
 		}
 	}
 	if cgs, _ := filepath.Glob("/sys/fs/cgroup/*/" + cfg.CgroupParent + "/" + c.Handle()); len(cgs) > 0 {

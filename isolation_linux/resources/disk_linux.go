@@ -23,6 +23,7 @@ const (
 	imagesDir  = "images"  // <handle>.img: one sparse ext4 image per limited container
 	volumesDir = "volumes" // <handle>/: the image's mount point (a plain directory if unlimited)
 	dataDir    = "data"    // <handle>/data: the directory handed out
+	trashDir   = "trash"   // released volumes and images, removed in the background (Trash)
 	reserve    = ".reserve"
 )
 
@@ -60,6 +61,7 @@ type DiskQuota struct {
 	base    string
 	project bool   // XFS project quotas on base; else loop-mounted ext4 images
 	mkfs    string // mkfs.ext4, in loop mode
+	trash   *Trash // takes released volumes and images, in loop mode
 
 	mu    sync.Mutex
 	locks map[string]*handleLock
@@ -116,7 +118,25 @@ func NewDiskQuota(baseDir string) (*DiskQuota, error) {
 		return nil, fmt.Errorf("%w: disk quotas need mkfs.ext4 (Debian package e2fsprogs): %v", isolation.ErrUnsupported, err)
 	}
 	q.mkfs = mkfs
+	if q.trash, err = NewTrash(filepath.Join(baseDir, trashDir), slog.Default()); err != nil {
+		return nil, err
+	}
 	return q, nil
+}
+
+// Flush waits until what was released is gone from the disk, not only from its place.
+func (q *DiskQuota) Flush() {
+	if q.trash != nil {
+		q.trash.Flush()
+	}
+}
+
+// Close empties the trash of released directories and stops removing them; Dir and Release
+// must not be called after it.
+func (q *DiskQuota) Close() {
+	if q.trash != nil {
+		q.trash.Close()
+	}
 }
 
 // Mode reports how limits are enforced: ModeXFSProjectQuota or ModeLoopExt4.
@@ -562,13 +582,11 @@ func (q *DiskQuota) release(image, mount string) error {
 		// Never remove files through a mount we meant to be gone.
 		return fmt.Errorf("%w: %s is still a mount point after unmounting (%v)", ErrBusy, mount, err)
 	}
-	if err := os.RemoveAll(mount); err != nil {
+	// Removing the files, and the image's blocks, is the trash's, in the background.
+	if err := q.trash.Put(mount); err != nil {
 		return err
 	}
-	if err := os.Remove(image); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
+	return q.trash.Put(image)
 }
 
 // maxStackedMounts bounds how many mounts release takes off one volume's mount point.

@@ -33,6 +33,7 @@ func newTestQuota(t *testing.T) (*DiskQuota, string) {
 				t.Errorf("cleanup Release(%s): %v", e.Name(), err)
 			}
 		}
+		q.Close()
 	})
 	return q, base
 }
@@ -133,7 +134,8 @@ func TestDiskRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	image, mount, _ := q.paths("rel")
-	if dev := loopDeviceOf(t, image); dev == "" {
+	dev := loopDeviceOf(t, image)
+	if dev == "" {
 		t.Fatal("no loop device backs the volume's image")
 	}
 	if err := q.Release("rel"); err != nil {
@@ -144,7 +146,12 @@ func TestDiskRelease(t *testing.T) {
 			t.Errorf("%s left after Release (%v)", p, err)
 		}
 	}
-	waitNoLoopDevice(t, image)
+	waitNoLoopDevice(t, dev)
+	// The image and the mount point went to the trash, which removes them in the background.
+	q.Flush()
+	if left, err := os.ReadDir(filepath.Join(base, trashDir)); err != nil || len(left) > 0 {
+		t.Errorf("the trash holds %v after Flush (%v)", left, err)
+	}
 	if _, err := q.Usage("rel"); !isolation.IsNotFound(err) {
 		t.Fatalf("Usage after Release: want ErrNotFound, got %v", err)
 	}
@@ -167,6 +174,10 @@ func TestDiskReleaseWhileInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	image, mount, _ := q.paths("busy")
+	dev := loopDeviceOf(t, image)
+	if dev == "" {
+		t.Fatal("no loop device backs the volume's image")
+	}
 	if err := q.Release("busy"); err != nil {
 		f.Close()
 		t.Fatalf("Release of a volume in use: %v", err)
@@ -174,11 +185,11 @@ func TestDiskReleaseWhileInUse(t *testing.T) {
 	if _, err := os.Stat(mount); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("mount point left after Release (%v)", err)
 	}
-	if loopDeviceOf(t, image) == "" {
+	if !loopBound(dev) {
 		t.Error("the loop device went away while a file on it was still open")
 	}
 	f.Close()
-	waitNoLoopDevice(t, image)
+	waitNoLoopDevice(t, dev)
 }
 
 func TestDiskSurvivesRestart(t *testing.T) {
@@ -350,16 +361,22 @@ func loopDeviceOf(t *testing.T, image string) string {
 	return ""
 }
 
-// waitNoLoopDevice waits for the autoclear of image's loop device, which the kernel may finish
-// a moment after the last close.
-func waitNoLoopDevice(t *testing.T, image string) {
+// loopBound reports whether loop device dev (e.g. "loop3") has a backing file.
+func loopBound(dev string) bool {
+	_, err := os.Stat(filepath.Join("/sys/block", dev, "loop", "backing_file"))
+	return err == nil
+}
+
+// waitNoLoopDevice waits for the autoclear of loop device dev, which the kernel may finish a
+// moment after the last close.
+func waitNoLoopDevice(t *testing.T, dev string) {
 	t.Helper()
 	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
-		if loopDeviceOf(t, image) == "" {
+		if !loopBound(dev) {
 			return
 		}
 	}
-	t.Fatalf("loop device %s still bound to %s", loopDeviceOf(t, image), image)
+	t.Fatalf("loop device %s still bound", dev)
 }
 
 func listAll(t *testing.T, base string) []string {

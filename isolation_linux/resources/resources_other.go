@@ -54,6 +54,8 @@ func (*Cgroup) Delete() error                                     { return unsup
 func (*DiskQuota) Dir(string, uint64) (string, error)             { return "", unsupported("disk quotas") }
 func (*DiskQuota) Usage(string) (uint64, error)                   { return 0, unsupported("disk quotas") }
 func (*DiskQuota) Release(string) error                           { return unsupported("disk quotas") }
+func (*DiskQuota) Flush()                                         {}
+func (*DiskQuota) Close()                                         {}
 
 // RemoveTree does nothing: there are no cgroups here.
 func RemoveTree(parent string) error { return nil }
