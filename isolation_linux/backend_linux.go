@@ -36,7 +36,7 @@ const (
 	fileState    = "state.json"  // containerRecord; rewritten atomically
 	fileSocket   = "init.sock"   // the init's seqpacket socket
 	fileInitLog  = "init.log"    // the init's own log (stderr)
-	fileNetNS    = "netns"       // bind mount of the init's network namespace
+	fileNetNS    = "netns"       // bind mount of the init's network namespace (bridge networking)
 	dirRootfs    = "rootfs"      // the overlay mount point (empty on the host)
 	dirProcesses = "processes"   // processes/<id>/{stdout,stderr,exit}
 	fileStdout   = "stdout"
@@ -480,8 +480,12 @@ func (b *Backend) startInit(ctx context.Context, dir string, rec *containerRecor
 		return err
 	}
 	syncW.Close()
-	if err := bindNetNS(si.pid, filepath.Join(dir, fileNetNS)); err != nil {
-		return err
+	// Networking is torn down after the init is gone, through the network namespace pinned
+	// here; a container without networking has nothing to tear down in it.
+	if rec.Network != isolation.NetworkNone {
+		if err := bindNetNS(si.pid, filepath.Join(dir, fileNetNS)); err != nil {
+			return err
+		}
 	}
 	return waitReady(ctx, syncR, b.cfg.StartTimeout, filepath.Join(dir, fileInitLog))
 }
