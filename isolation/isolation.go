@@ -2,8 +2,9 @@ package isolation
 
 import (
 	"context"
+	"fmt"
 	"io"
-	"log/slog"
+	"strings"
 	"time"
 )
 
@@ -202,8 +203,25 @@ func (a ImageAuth) String() string {
 // GoString keeps %#v from printing the password.
 func (a ImageAuth) GoString() string { return "isolation.ImageAuth{" + a.String() + "}" }
 
-// LogValue keeps slog from printing the password.
-func (a ImageAuth) LogValue() slog.Value { return slog.StringValue(a.String()) }
+// MarshalText is String: log handlers (slog's text and JSON handlers) and JSON encoders,
+// which prefer it to the fields, never see the password. (A slog.LogValuer would do for
+// slog alone, but package isolation stays clear of log/slog: the container init imports it,
+// see isolation_linux/containerinit.)
+func (a ImageAuth) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
+
+// UnmarshalText reads what MarshalText wrote, the user name without the password.
+func (a *ImageAuth) UnmarshalText(b []byte) error {
+	s := string(b)
+	switch {
+	case s == "anonymous" || s == "":
+		*a = ImageAuth{}
+	case strings.HasPrefix(s, "user ") && strings.HasSuffix(s, " (password redacted)"):
+		*a = ImageAuth{Username: strings.TrimSuffix(strings.TrimPrefix(s, "user "), " (password redacted)")}
+	default:
+		return fmt.Errorf("image auth %q: not anonymous nor \"user NAME (password redacted)\"", s)
+	}
+	return nil
+}
 
 // ImageConfig is what an image's configuration says about running it, for a container whose
 // RootFS is a registry image (see ContainerInfo.Image).

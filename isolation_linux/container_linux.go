@@ -1,6 +1,7 @@
 package isolationlinux
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -349,8 +350,8 @@ func (c *container) Attach(ctx context.Context, processID string, stdio isolatio
 }
 
 // StreamIn unpacks a tar stream at dstPath inside the container, in the container's mount
-// namespace (the init unpacks it), so nothing in the archive or the container can direct a
-// write to the host. Errors: isolation.ErrStopped, ErrInvalidSpec.
+// namespace (the init creates every file), so nothing in the archive or the container can
+// direct a write to the host. Errors: isolation.ErrStopped, ErrInvalidSpec.
 func (c *container) StreamIn(ctx context.Context, dstPath string, tarStream io.Reader) error {
 	if !filepath.IsAbs(dstPath) {
 		return fmt.Errorf("%w: destination %q is not absolute", isolation.ErrInvalidSpec, dstPath)
@@ -362,40 +363,48 @@ func (c *container) StreamIn(ctx context.Context, dstPath string, tarStream io.R
 	if rec.Stopped {
 		return fmt.Errorf("%w: container %q", isolation.ErrStopped, c.handle)
 	}
-	if f, err := regularFileOf(tarStream); err != nil {
+	// This process reads the archive and hands the init its entries through a pipe; from an
+	// archive in a regular file, the init copies each file's content itself, from where the
+	// entry says it starts.
+	archive, err := regularFileOf(tarStream)
+	if err != nil {
 		return fmt.Errorf("isolation_linux: stream into %q:%s: %w", c.handle, dstPath, err)
-	} else if f != nil {
-		// The init reads the archive's file itself, from where the stream stands.
-		defer f.Close()
-		if _, err := c.call(ctx, containerinit.Request{Op: containerinit.OpStreamIn, Path: dstPath}, f); err != nil {
-			return fmt.Errorf("isolation_linux: stream into %q:%s: %w", c.handle, dstPath, err)
-		}
-		return nil
+	}
+	files := []*os.File{nil}
+	if archive != nil {
+		defer archive.Close()
+		tarStream = archive
+		files = append(files, archive)
 	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		return err
 	}
-	copied := make(chan error, 1)
+	files[0] = r
+	written := make(chan error, 1)
 	go func() {
-		_, err := io.Copy(w, tarStream)
+		bw := bufio.NewWriterSize(w, 64<<10)
+		err := writeEntries(tarStream, archive, bw)
+		if err == nil {
+			err = bw.Flush()
+		}
 		w.Close()
-		copied <- err
+		written <- err
 	}()
-	_, err = c.call(ctx, containerinit.Request{Op: containerinit.OpStreamIn, Path: dstPath}, r)
-	r.Close()
-	if err != nil {
-		// Unblock the copier if the init stopped reading early.
-		return fmt.Errorf("isolation_linux: stream into %q:%s: %w", c.handle, dstPath, err)
+	_, err = c.call(ctx, containerinit.Request{Op: containerinit.OpStreamIn, Path: dstPath}, files...)
+	r.Close() // a writer the init stopped reading early gets EPIPE
+	werr := <-written
+	if werr != nil && isolation.IsInvalidSpec(werr) {
+		err = werr // the archive's own fault, which cut the stream the init read
+	} else if err == nil && werr != nil && !errors.Is(werr, syscall.EPIPE) {
+		err = werr
 	}
-	if err := <-copied; err != nil && !errors.Is(err, syscall.EPIPE) {
-		return fmt.Errorf("isolation_linux: stream into %q:%s: reading the archive: %w", c.handle, dstPath, err)
+	if err != nil {
+		return fmt.Errorf("isolation_linux: stream into %q:%s: %w", c.handle, dstPath, err)
 	}
 	return nil
 }
 
-// regularFileOf returns a duplicate descriptor of the regular file under r when r exposes
-// one (an *os.File, or a reader offering its descriptor through syscall.Conn), and nil for any
 // other reader. The duplicate shares the file's offset, so reading it consumes r.
 func regularFileOf(r io.Reader) (*os.File, error) {
 	sc, ok := r.(syscall.Conn)
@@ -424,7 +433,7 @@ func regularFileOf(r io.Reader) (*os.File, error) {
 	return os.NewFile(uintptr(dup), "archive"), nil
 }
 
-// StreamOut returns srcPath inside the container as a tar stream, written by the init.
+// StreamOut returns srcPath inside the container as a tar stream of the files the init reads.
 // Errors: isolation.ErrNotFound (no such path), isolation.ErrStopped (no init to read it).
 func (c *container) StreamOut(ctx context.Context, srcPath string) (io.ReadCloser, error) {
 	if !filepath.IsAbs(srcPath) {
@@ -433,17 +442,25 @@ func (c *container) StreamOut(ctx context.Context, srcPath string) (io.ReadClose
 	if _, err := c.record(); err != nil {
 		return nil, err
 	}
-	r, w, err := os.Pipe()
+	// The init writes the tree's entries to one pipe; this process turns them into tar on the
+	// other, which the caller reads.
+	entriesR, entriesW, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
-	_, err = c.call(ctx, containerinit.Request{Op: containerinit.OpStreamOut, Path: srcPath}, w)
-	w.Close()
+	_, err = c.call(ctx, containerinit.Request{Op: containerinit.OpStreamOut, Path: srcPath}, entriesW)
+	entriesW.Close()
 	if err != nil {
-		r.Close()
+		entriesR.Close()
 		return nil, fmt.Errorf("isolation_linux: stream out of %q:%s: %w", c.handle, srcPath, err)
 	}
-	return r, nil
+	tarR, tarW := io.Pipe()
+	go func() {
+		err := writeTar(bufio.NewReaderSize(entriesR, 64<<10), tarW)
+		entriesR.Close()
+		tarW.CloseWithError(err)
+	}()
+	return tarR, nil
 }
 
 func (c *container) Properties(ctx context.Context) (isolation.Properties, error) {

@@ -157,7 +157,11 @@ func untarFile(src, dst string) error {
 		if hdr.Typeflag == tar.TypeChar || hdr.Typeflag == tar.TypeBlock {
 			continue // device nodes come from the container's /dev, never from a layer
 		}
-		if err := containerinit.ExtractEntry(rootFd, tr, hdr, name, "/"); err != nil {
+		e := entryOf(hdr)
+		if e == nil {
+			continue
+		}
+		if err := containerinit.ExtractEntry(rootFd, e, tr, name, "/", nil); err != nil {
 			return fmt.Errorf("%s: %w", hdr.Name, err)
 		}
 	}

@@ -1,6 +1,7 @@
 package containerinit
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -28,10 +29,11 @@ import (
 // (small, standard-library) dependencies and the few packages that sort before it and are
 // ready no later. The rest of the program — etcd, gRPC, OpenTelemetry and the like — never
 // initialises in a container's init, which saves milliseconds per container start and
-// megabytes per running container. This package must therefore keep its imports to the
-// standard library's lower layers (no net, log/slog, runtime/debug or path/filepath users
-// beyond archive/tar), x/sys/unix, the runtime-spec types and package isolation; measure with
-// GODEBUG=inittrace=1 after changing them.
+// hundreds of kilobytes per running container. This package must therefore keep its imports
+// to the standard library's lower layers (no net, log/slog, runtime/debug, path/filepath,
+// os/user or archive/tar, nor what imports them), x/sys/unix, the runtime-spec types and
+// package isolation (TestInitImportsStayEarly); measure with GODEBUG=inittrace=1 after
+// changing them: about 100 small packages initialise ahead of this one.
 func init() {
 	if len(os.Args) == 0 {
 		return
@@ -370,23 +372,28 @@ func (s *initServer) handle(c *conn) {
 		s.stop(time.Duration(req.GraceMillis)*time.Millisecond, req.Kill)
 		reply(Response{})
 	case OpStreamIn:
-		if len(files) != 1 {
-			reply(ErrorResponse(fmt.Errorf("%w: stream-in needs one descriptor", isolation.ErrInvalidSpec)))
+		if len(files) != 1 && len(files) != 2 {
+			reply(ErrorResponse(fmt.Errorf("%w: stream-in needs the stream's descriptor and, optionally, the archive's", isolation.ErrInvalidSpec)))
 			return
 		}
-		reply(ErrorResponse(extractTar(files[0], req.Path)))
+		var archive *os.File
+		if len(files) == 2 {
+			archive = files[1]
+		}
+		reply(ErrorResponse(extractEntries(bufio.NewReaderSize(files[0], 64<<10), archive, req.Path)))
 	case OpStreamOut:
 		if len(files) != 1 {
 			reply(ErrorResponse(fmt.Errorf("%w: stream-out needs one descriptor", isolation.ErrInvalidSpec)))
 			return
 		}
-		tw, err := newTarWriter(req.Path)
+		a, err := newArchiver(req.Path)
 		if err != nil {
 			reply(ErrorResponse(err))
 			return
 		}
 		reply(Response{})
-		if err := tw.writeTo(files[0]); err != nil {
+		w := bufio.NewWriterSize(files[0], 64<<10)
+		if err := a.writeTo(flushCloser{w, files[0]}); err != nil {
 			s.log.Warn("stream-out", "path", req.Path, "err", err)
 		}
 	default:
@@ -661,4 +668,20 @@ func onlyInitLeft() bool {
 		}
 	}
 	return true
+}
+
+// flushCloser flushes w, then closes c.
+type flushCloser struct {
+	w *bufio.Writer
+	c io.Closer
+}
+
+func (f flushCloser) Write(p []byte) (int, error) { return f.w.Write(p) }
+
+func (f flushCloser) Close() error {
+	err := f.w.Flush()
+	if cerr := f.c.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

@@ -51,13 +51,13 @@ type SyncMessage struct {
 
 // Operations.
 const (
-	OpPing      = "ping"       // reply at once; proves the init serves
-	OpRun       = "run"        // fds: stdin, stdout, stderr; starts Process
-	OpWait      = "wait"       // replies when process ID has exited, with its exit code
-	OpSignal    = "signal"     // delivers Signal to process ID
-	OpStop      = "stop"       // SIGTERM everything, SIGKILL after GraceMillis (at once with Kill)
-	OpStreamIn  = "stream-in"  // fds: the read end of a pipe carrying a tar; unpacks it at Path
-	OpStreamOut = "stream-out" // fds: the write end of a pipe; replies, then writes Path as tar
+	OpPing      = "ping"               // reply at once; proves the init serves
+	OpRun       = "run"                // fds: stdin, stdout, stderr; starts Process
+	OpWait      = "wait"               // replies when process ID has exited, with its exit code
+	OpSignal    = "signal"             // delivers Signal to process ID
+	OpStop      = "stop"               // SIGTERM everything, SIGKILL after GraceMillis (at once with Kill)
+	OpStreamIn  = "stream-entries-in"  // fds: a pipe's read end carrying entries (entry.go), optionally the archive file their offsets are in; creates them at Path
+	OpStreamOut = "stream-entries-out" // fds: a pipe's write end; replies, then writes Path as entries
 )
 
 // MaxPacket bounds one protocol packet (the environment and arguments of a process fit easily).

@@ -1,16 +1,12 @@
 package containerinit
 
 import (
-	"archive/tar"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path"
-	"path/filepath"
-	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -21,10 +17,11 @@ import (
 // resolved with openat2(RESOLVE_IN_ROOT) against that root, so neither ".." in an archive nor
 // a symlink in the container (absolute or relative) can lead outside it.
 
-// extractTar unpacks the tar stream r below dst (a path inside the container, created if
-// missing). Entry names are cleaned as if rooted at dst, so "../x" lands at dst/x. Device
-// nodes are refused. Errors wrap isolation.ErrInvalidSpec for a bad archive or path.
-func extractTar(r io.Reader, dst string) error {
+// extractEntries creates the entries of the stream r (entry.go) below dst (a path inside
+// the container, created if missing). Entry names are cleaned as if rooted at dst, so "../x"
+// lands at dst/x. archive, when set, is the file whose offsets entries name for their content.
+// Device nodes are refused. Errors wrap isolation.ErrInvalidSpec for a bad entry or path.
+func extractEntries(r io.Reader, archive *os.File, dst string) error {
 	if !path.IsAbs(dst) {
 		return fmt.Errorf("%w: destination %q is not absolute", isolation.ErrInvalidSpec, dst)
 	}
@@ -41,47 +38,40 @@ func extractTar(r io.Reader, dst string) error {
 
 	type dirTimes struct {
 		path  string
-		mtime time.Time
+		mtime int64
 	}
 	var dirs []dirTimes
-	// An archive in a regular file (a cached droplet, handed over by the backend) has its
-	// entries' data copied by the kernel, file to file, rather than through this process.
-	src, _ := r.(*os.File)
-	if src != nil {
-		var st unix.Stat_t
-		if unix.Fstat(int(src.Fd()), &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
-			src = nil
-		}
-	}
-	tr := tar.NewReader(r)
 	for {
-		hdr, err := tr.Next()
+		e, err := ReadEntry(r)
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("%w: reading archive: %v", isolation.ErrInvalidSpec, err)
+			return fmt.Errorf("%w: reading the archive: %v", isolation.ErrInvalidSpec, err)
 		}
-		name := path.Clean("/" + hdr.Name)
-		if name == "/" {
-			continue
+		name := path.Clean("/" + e.Name)
+		content := io.LimitReader(r, 0)
+		if e.Type == EntryRegular && e.Offset < 0 {
+			content = io.LimitReader(r, e.Size)
 		}
-		target := path.Join(dst, name)
-		entrySrc := src
-		if isSparse(hdr) {
-			entrySrc = nil // its data in the archive is not its content
+		if name != "/" {
+			target := path.Join(dst, name)
+			if err := ExtractEntry(rootFd, e, content, target, dst, archive); err != nil {
+				return fmt.Errorf("%w: %s: %v", isolation.ErrInvalidSpec, e.Name, err)
+			}
+			if e.Type == EntryDir {
+				dirs = append(dirs, dirTimes{target, e.ModTime})
+			}
 		}
-		if err := extractEntry(rootFd, tr, hdr, target, dst, entrySrc); err != nil {
-			return fmt.Errorf("%w: %s: %v", isolation.ErrInvalidSpec, hdr.Name, err)
-		}
-		if hdr.Typeflag == tar.TypeDir {
-			dirs = append(dirs, dirTimes{target, hdr.ModTime})
+		// Content the entry did not take (it was skipped) must not be read as the next frame.
+		if _, err := io.Copy(io.Discard, content); err != nil {
+			return fmt.Errorf("%w: reading the archive: %v", isolation.ErrInvalidSpec, err)
 		}
 	}
 	// Directory times last: creating entries inside a directory changes its mtime.
 	for _, d := range dirs {
 		if fd, err := inRoot(rootFd, d.path, unix.O_DIRECTORY); err == nil {
-			ts := []unix.Timespec{unix.NsecToTimespec(d.mtime.UnixNano()), unix.NsecToTimespec(d.mtime.UnixNano())}
+			ts := []unix.Timespec{unix.NsecToTimespec(d.mtime), unix.NsecToTimespec(d.mtime)}
 			_ = unix.UtimesNanoAt(unix.AT_FDCWD, fdPath(fd), ts, 0)
 			unix.Close(fd)
 		}
@@ -89,29 +79,8 @@ func extractTar(r io.Reader, dst string) error {
 	return nil
 }
 
-// ExtractEntry creates the archive entry hdr at target (a path under dst inside the root
-// rootFd), its content read from tr.
-func ExtractEntry(rootFd int, tr *tar.Reader, hdr *tar.Header, target, dst string) error {
-	return extractEntry(rootFd, tr, hdr, target, dst, nil)
-}
-
-// isSparse reports whether hdr is a sparse file, whose data in the archive is a map of its
-// content rather than the content itself.
-func isSparse(hdr *tar.Header) bool {
-	if hdr.Typeflag == tar.TypeGNUSparse {
-		return true
-	}
-	for k := range hdr.PAXRecords {
-		if strings.HasPrefix(k, "GNU.sparse.") {
-			return true
-		}
-	}
-	return false
-}
-
 // copyFromArchive copies n bytes of src from offset off to dst in the kernel (sendfile),
-// leaving src's own offset alone (tr skips the entry's data by seeking on its next Next).
-// copied says how much was written before an error.
+// leaving src's own offset alone. copied says how much was written before an error.
 func copyFromArchive(dst int, src *os.File, off, n int64) (copied int64, err error) {
 	for copied < n {
 		chunk := min(n-copied, 1<<30)
@@ -130,20 +99,22 @@ func copyFromArchive(dst int, src *os.File, off, n int64) (copied int64, err err
 	return copied, nil
 }
 
-func extractEntry(rootFd int, tr *tar.Reader, hdr *tar.Header, target, dst string, src *os.File) error {
+// ExtractEntry creates e at target (a path under dst inside the root rootFd). A regular
+// file's content is read from content, or copied from archive at e.Offset when both are set.
+func ExtractEntry(rootFd int, e *Entry, content io.Reader, target, dst string, archive *os.File) error {
 	parent, base := path.Split(target)
 	pfd, err := mkdirAllInRoot(rootFd, parent, 0o755)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(pfd)
-	mode := uint32(hdr.FileInfo().Mode().Perm()) | uint32(hdr.Mode)&(unix.S_ISUID|unix.S_ISGID|unix.S_ISVTX)
+	mode := e.Mode & (0o777 | unix.S_ISUID | unix.S_ISGID | unix.S_ISVTX)
 
 	// Replace whatever is in the way, except a directory meeting a directory.
 	var st unix.Stat_t
 	if err := unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
 		isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
-		if !(isDir && hdr.Typeflag == tar.TypeDir) {
+		if !(isDir && e.Type == EntryDir) {
 			flags := 0
 			if isDir {
 				flags = unix.AT_REMOVEDIR
@@ -154,29 +125,21 @@ func extractEntry(rootFd int, tr *tar.Reader, hdr *tar.Header, target, dst strin
 		}
 	}
 
-	switch hdr.Typeflag {
-	case tar.TypeDir:
+	switch e.Type {
+	case EntryDir:
 		if err := unix.Mkdirat(pfd, base, mode); err != nil && !errors.Is(err, unix.EEXIST) {
 			return err
 		}
-	case tar.TypeReg, tar.TypeRegA:
+	case EntryRegular:
 		fd, err := unix.Openat(pfd, base, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
 		if err != nil {
 			return err
 		}
 		f := os.NewFile(uintptr(fd), target)
-		copied := int64(0)
-		if src != nil {
-			var off int64
-			if off, err = src.Seek(0, io.SeekCurrent); err == nil {
-				copied, err = copyFromArchive(fd, src, off, hdr.Size)
-			}
-			if err != nil && copied == 0 && !errors.Is(err, io.ErrUnexpectedEOF) {
-				err = nil // sendfile unavailable here: copy through this process
-			}
-		}
-		if err == nil && copied == 0 {
-			_, err = io.Copy(f, tr)
+		if archive != nil && e.Offset >= 0 {
+			_, err = copyFromArchive(fd, archive, e.Offset, e.Size)
+		} else {
+			_, err = io.Copy(f, content)
 		}
 		if cerr := f.Close(); err == nil {
 			err = cerr
@@ -184,13 +147,13 @@ func extractEntry(rootFd int, tr *tar.Reader, hdr *tar.Header, target, dst strin
 		if err != nil {
 			return err
 		}
-	case tar.TypeSymlink:
-		if err := unix.Symlinkat(hdr.Linkname, pfd, base); err != nil {
+	case EntrySymlink:
+		if err := unix.Symlinkat(e.Linkname, pfd, base); err != nil {
 			return err
 		}
-	case tar.TypeLink:
+	case EntryLink:
 		// The link target is another entry of this archive, named relative to dst.
-		src := path.Join(dst, path.Clean("/"+hdr.Linkname))
+		src := path.Join(dst, path.Clean("/"+e.Linkname))
 		sdir, sbase := path.Split(src)
 		sfd, err := inRoot(rootFd, sdir, unix.O_DIRECTORY)
 		if err != nil {
@@ -201,39 +164,37 @@ func extractEntry(rootFd int, tr *tar.Reader, hdr *tar.Header, target, dst strin
 		if err != nil {
 			return err
 		}
-	case tar.TypeFifo:
+	case EntryFifo:
 		if err := unix.Mkfifoat(pfd, base, mode); err != nil {
 			return err
 		}
-	case tar.TypeXGlobalHeader:
-		return nil
 	default:
-		return fmt.Errorf("entry type %q is not supported", hdr.Typeflag)
+		return fmt.Errorf("entry type %q is not supported", e.Type)
 	}
-	if err := unix.Fchownat(pfd, base, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := unix.Fchownat(pfd, base, e.UID, e.GID, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fmt.Errorf("chown: %w", err)
 	}
-	if hdr.Typeflag != tar.TypeSymlink {
+	if e.Type != EntrySymlink {
 		// chown clears set-id bits; apply the mode afterwards.
 		if err := unix.Fchmodat(pfd, base, mode, 0); err != nil {
 			return fmt.Errorf("chmod: %w", err)
 		}
 	}
-	if hdr.Typeflag != tar.TypeDir {
-		ts := []unix.Timespec{unix.NsecToTimespec(hdr.ModTime.UnixNano()), unix.NsecToTimespec(hdr.ModTime.UnixNano())}
+	if e.Type != EntryDir {
+		ts := []unix.Timespec{unix.NsecToTimespec(e.ModTime), unix.NsecToTimespec(e.ModTime)}
 		_ = unix.UtimesNanoAt(pfd, base, ts, unix.AT_SYMLINK_NOFOLLOW)
 	}
 	return nil
 }
 
-// tarWriter writes a path inside the container as a tar stream.
-type tarWriter struct {
+// archiver writes a path inside the container as a stream of entries (entry.go).
+type archiver struct {
 	src string
 }
 
-// newTarWriter checks that src exists (an lstat, so a symlink is sent as a symlink). Errors
+// newArchiver checks that src exists (an lstat, so a symlink is sent as a symlink). Errors
 // wrap isolation.ErrNotFound.
-func newTarWriter(src string) (*tarWriter, error) {
+func newArchiver(src string) (*archiver, error) {
 	if !path.IsAbs(src) {
 		return nil, fmt.Errorf("%w: source %q is not absolute", isolation.ErrInvalidSpec, src)
 	}
@@ -243,54 +204,90 @@ func newTarWriter(src string) (*tarWriter, error) {
 		}
 		return nil, fmt.Errorf("%w: %s: %v", isolation.ErrInvalidSpec, src, err)
 	}
-	return &tarWriter{src: path.Clean(src)}, nil
+	return &archiver{src: path.Clean(src)}, nil
 }
 
 // writeTo writes the tree at src to w, entries named relative to src's parent (streaming out
-// /app/logs yields logs, logs/a.txt, ...), and closes w.
-func (t *tarWriter) writeTo(w io.WriteCloser) error {
+// /app/logs yields logs/, logs/a.txt, ...), directories before what they hold, each in name
+// order, then the end frame; it closes w.
+func (a *archiver) writeTo(w io.WriteCloser) error {
 	defer w.Close()
-	tw := tar.NewWriter(w)
-	base := path.Dir(t.src)
-	err := filepath.WalkDir(t.src, func(p string, d fs.DirEntry, err error) error {
+	base := path.Dir(a.src)
+	if base != "/" {
+		base += "/"
+	}
+	if err := a.walk(w, a.src, base); err != nil {
+		return err
+	}
+	return EndEntries(w)
+}
+
+// walk writes p and, for a directory (never a symlink to one), everything below it.
+func (a *archiver) walk(w io.Writer, p, base string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		return err
+	}
+	e := &Entry{
+		Name:       p[len(base):],
+		Mode:       st.Mode,
+		UID:        int(st.Uid),
+		GID:        int(st.Gid),
+		ModTime:    st.Mtim.Nano(),
+		AccessTime: st.Atim.Nano(),
+		ChangeTime: st.Ctim.Nano(),
+		Offset:     -1,
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		e.Type, e.Name = EntryDir, e.Name+"/"
+	case unix.S_IFREG:
+		e.Type, e.Size = EntryRegular, st.Size
+	case unix.S_IFLNK:
+		link, err := os.Readlink(p)
 		if err != nil {
 			return err
 		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		link := ""
-		if info.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		}
-		hdr, err := tar.FileInfoHeader(info, link)
-		if err != nil {
-			return err
-		}
-		hdr.Name = strings.TrimPrefix(strings.TrimPrefix(p, base), "/")
-		if info.IsDir() {
-			hdr.Name += "/"
-		}
-		hdr.Uname, hdr.Gname = "", ""
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if !info.Mode().IsRegular() {
-			return nil
-		}
+		e.Type, e.Linkname = EntrySymlink, link
+	case unix.S_IFIFO:
+		e.Type = EntryFifo
+	case unix.S_IFCHR:
+		e.Type, e.Rdev = EntryChar, st.Rdev
+	case unix.S_IFBLK:
+		e.Type, e.Rdev = EntryBlock, st.Rdev
+	default:
+		return fmt.Errorf("%s: sockets cannot be archived", p)
+	}
+	if e.Type == EntryRegular {
+		// Open before the frame: a file that cannot be read fails the stream before its entry.
 		f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
 		if err != nil {
 			return err
 		}
-		_, err = io.CopyN(tw, f, hdr.Size)
-		f.Close()
+		defer f.Close()
+		if err := WriteEntry(w, e); err != nil {
+			return err
+		}
+		// Exactly Size bytes: a file that grew is cut, one that shrank is an error.
+		if _, err := io.CopyN(w, f, e.Size); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		return nil
+	}
+	if err := WriteEntry(w, e); err != nil {
 		return err
-	})
+	}
+	if e.Type != EntryDir {
+		return nil
+	}
+	children, err := os.ReadDir(p) // sorted by name
 	if err != nil {
 		return err
 	}
-	return tw.Close()
+	for _, c := range children {
+		if err := a.walk(w, path.Join(p, c.Name()), base); err != nil {
+			return err
+		}
+	}
+	return nil
 }
