@@ -581,7 +581,7 @@ func mkdirOwned(path string, mode os.FileMode, uid int) error {
 
 // writeJSON replaces path atomically.
 func writeJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
+	b, err := json.Marshal(v) // compact: config.json is 9 KB indented, and written per container
 	if err != nil {
 		return err
 	}
