@@ -451,7 +451,7 @@ func (b *Backend) startInit(ctx context.Context, dir string, rec *containerRecor
 		if birth, err = planCgroupBirth(cgroup); err != nil {
 			return fmt.Errorf("%w: starting init: %v", ErrInit, err)
 		}
-		si, err = b.spawnInit(rec.Privileged, birth, logFile, rec.Handle)
+		si, err = b.spawnInit(rec.Privileged, birth, logFile, rec.Handle, "")
 		birth.close()
 		if err != nil {
 			return err

@@ -60,6 +60,10 @@ import (
 
 const dirPool = "@pool"
 
+// dirStage, <StateDir>/@stage, is the empty directory pooled inits build a container's
+// standard file system layout on, each on a tmpfs of its own in its own mount namespace.
+const dirStage = "@stage"
+
 // startedInit is an init that was executed and waits for its StartMessage.
 type startedInit struct {
 	pid    int
@@ -76,14 +80,14 @@ type startedInit struct {
 // backend's uid map unless privileged), with log as its stdout and stderr until started,
 // through the backend's init spawner (spawner_linux.go), so that the backend itself never
 // forks. birth, when set, makes the kernel create it in a container's cgroup (cgroup v2).
-func (b *Backend) spawnInit(privileged bool, birth *cgroupBirth, log *os.File, label string) (*startedInit, error) {
+func (b *Backend) spawnInit(privileged bool, birth *cgroupBirth, log *os.File, label, stage string) (*startedInit, error) {
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("%w: start socket: %v", ErrInit, err)
 	}
 	ours, theirs := os.NewFile(uintptr(pair[0]), "init-start"), os.NewFile(uintptr(pair[1]), "init-start")
 	defer theirs.Close()
-	req := containerinit.SpawnRequest{Label: label, Idle: label == poolLabel}
+	req := containerinit.SpawnRequest{Label: label, Idle: label == poolLabel, Stage: stage}
 	if !privileged {
 		req.UIDMapStart, req.UIDMapSize = int(b.cfg.UIDMapStart), int(b.cfg.UIDMapSize)
 	}
@@ -213,6 +217,10 @@ type initPool struct {
 	dir  string   // <StateDir>/@pool/<id>
 	lock *os.File // dir, flock'ed while this backend lives
 	out  *os.File // the pooled inits' log until they are started: dir/init.log
+	// stage is <StateDir>/@stage, an empty directory each pooled init mounts a tmpfs of its
+	// own on, in its own mount namespace, to build the standard layout of a container's file
+	// system while it waits (containerinit.SpawnRequest.Stage).
+	stage string
 	// cgroups tells whether each pooled init gets a cgroup of its own (v1 hosts), named
 	// @pool-<id>-<seq> under the backend's CgroupParent; seq is the refill's counter.
 	cgroups bool
@@ -251,6 +259,11 @@ func newInitPool(ctx context.Context, b *Backend, size int) (*initPool, error) {
 			return nil, nil
 		}
 	}
+	// Unprivileged inits mount on it by path: searchable by others, like the state dir.
+	stage := filepath.Join(b.cfg.StateDir, dirStage)
+	if err := os.Mkdir(stage, 0o711); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("isolation_linux: pool stage dir: %w", err)
+	}
 	dir, err := os.MkdirTemp(base, fmt.Sprintf("%d-", os.Getpid()))
 	if err != nil {
 		return nil, fmt.Errorf("isolation_linux: pool dir: %w", err)
@@ -272,7 +285,7 @@ func newInitPool(ctx context.Context, b *Backend, size int) (*initPool, error) {
 		return nil, fmt.Errorf("isolation_linux: pool log: %w", err)
 	}
 	p := &initPool{
-		b: b, log: b.log, size: size, dir: dir, lock: lock, out: out,
+		b: b, log: b.log, size: size, dir: dir, lock: lock, out: out, stage: stage,
 		cgroups: resources.AdoptSupported(),
 		idle:    map[bool][]*startedInit{},
 		wanted:  map[bool]bool{false: true},
@@ -436,7 +449,7 @@ func (p *initPool) add(privileged bool) (*startedInit, error) {
 			return nil, fmt.Errorf("a pooled init's cgroup: %w", err)
 		}
 	}
-	si, err := p.b.spawnInit(privileged, nil, p.out, poolLabel)
+	si, err := p.b.spawnInit(privileged, nil, p.out, poolLabel, p.stage)
 	if err != nil {
 		if cg != nil {
 			removePoolCgroup(cg, p.log)

@@ -54,26 +54,10 @@ var DefaultCapabilities = []string{
 
 // MaskedPaths are made unreadable inside every container: files are covered by /dev/null,
 // directories by an empty read-only tmpfs.
-var MaskedPaths = []string{
-	"/proc/acpi",
-	"/proc/kcore",
-	"/proc/keys",
-	"/proc/latency_stats",
-	"/proc/sched_debug",
-	"/proc/scsi",
-	"/proc/timer_list",
-	"/proc/timer_stats",
-	"/sys/firmware",
-}
+var MaskedPaths = containerinit.MaskedPaths
 
 // ReadonlyPaths are remounted read-only inside every container.
-var ReadonlyPaths = []string{
-	"/proc/bus",
-	"/proc/fs",
-	"/proc/irq",
-	"/proc/sys",
-	"/proc/sysrq-trigger",
-}
+var ReadonlyPaths = containerinit.ReadonlyPaths
 
 // DeniedSyscalls fail with EPERM inside every container: they administer the kernel, the
 // mount table or other processes' memory, none of which a container's process may touch.
@@ -291,30 +275,9 @@ func BuildSpec(cs isolation.ContainerSpec, opts SpecOptions) (*specs.Spec, error
 	return s, nil
 }
 
-func defaultMounts() []specs.Mount {
-	return []specs.Mount{
-		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
-		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
-		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
-		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
-		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
-		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
-	}
-}
+func defaultMounts() []specs.Mount { return containerinit.StandardMounts() }
 
-func defaultDevices() []specs.LinuxDevice {
-	dev := func(p string, major, minor int64) specs.LinuxDevice {
-		return specs.LinuxDevice{Path: p, Type: "c", Major: major, Minor: minor}
-	}
-	return []specs.LinuxDevice{
-		dev("/dev/null", 1, 3),
-		dev("/dev/zero", 1, 5),
-		dev("/dev/full", 1, 7),
-		dev("/dev/random", 1, 8),
-		dev("/dev/urandom", 1, 9),
-		dev("/dev/tty", 5, 0),
-	}
-}
+func defaultDevices() []specs.LinuxDevice { return containerinit.StandardDevices() }
 
 // cpuSharesFor maps Diego's cpu_weight (1–100) onto cgroup v1 cpu.shares the way Garden does:
 // weight 100 is the default 1024 shares; 0 leaves the kernel default.

@@ -85,6 +85,11 @@ func Main() int {
 	}()
 	if log.handle == PoolLabel {
 		warmUp()
+		if dir := argOr(2, ""); dir != "" {
+			if err := prepareStage(dir); err != nil {
+				log.Warn("building the container's file system layout ahead failed; it is built at start", "err", err)
+			}
+		}
 	}
 	start, err := awaitStart()
 	if errors.Is(err, errNotStarted) {

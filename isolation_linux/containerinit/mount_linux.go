@@ -169,23 +169,18 @@ func setupRootfs(spec *specs.Spec) error {
 	}
 	defer unix.Close(rootFd)
 
-	for _, m := range spec.Mounts {
-		if err := mountOne(rootFd, m); err != nil {
-			return fmt.Errorf("mount %s: %w", m.Destination, err)
+	if n, ok := stagedFor(spec); ok {
+		// Built while the init waited (stage_linux.go); the container's own mounts follow.
+		if err := moveStaged(rootFd); err != nil {
+			return err
 		}
-	}
-	if err := setupDev(rootFd, spec.Linux.Devices); err != nil {
+		for _, m := range spec.Mounts[n:] {
+			if err := mountOne(rootFd, m); err != nil {
+				return fmt.Errorf("mount %s: %w", m.Destination, err)
+			}
+		}
+	} else if err := standardLayout(rootFd, spec.Mounts, spec.Linux.Devices, spec.Linux.MaskedPaths, spec.Linux.ReadonlyPaths); err != nil {
 		return err
-	}
-	for _, p := range spec.Linux.MaskedPaths {
-		if err := maskPath(rootFd, p); err != nil {
-			return fmt.Errorf("masking %s: %w", p, err)
-		}
-	}
-	for _, p := range spec.Linux.ReadonlyPaths {
-		if err := readonlyPath(rootFd, p); err != nil {
-			return fmt.Errorf("making %s read-only: %w", p, err)
-		}
 	}
 	if spec.Hostname != "" {
 		if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {

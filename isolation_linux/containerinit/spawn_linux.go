@@ -52,6 +52,10 @@ type SpawnRequest struct {
 	// CgroupDir: the third descriptor is a cgroup v2 directory the init is born in
 	// (CLONE_INTO_CGROUP).
 	CgroupDir bool `json:"cgroup_dir,omitempty"`
+	// Stage, for a pooled init, is an empty directory the init mounts its own tmpfs on, in its
+	// own mount namespace, to build the container's standard file system layout ahead
+	// (stage_linux.go); it is its argv[2].
+	Stage string `json:"stage,omitempty"`
 }
 
 // SpawnReply answers a SpawnRequest: the init's pid, with its pidfd attached, or an error.
@@ -157,6 +161,9 @@ func spawnOne(packet []byte, files []*os.File, ferr error, devNull int) (SpawnRe
 	}
 	attr := &syscall.ProcAttr{Dir: "/", Env: initEnv(), Files: fds, Sys: sys}
 	argv := []string{Argv0, req.Label}
+	if req.Stage != "" {
+		argv = append(argv, req.Stage)
+	}
 	path := "/proc/self/fd/" + strconv.Itoa(FdBinary)
 	var pid int
 	var err error
