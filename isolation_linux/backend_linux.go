@@ -68,6 +68,7 @@ type Backend struct {
 	images  *imageLayers
 	disk    *diskDirs
 	trash   *resources.Trash // <StateDir>/@trash: destroyed containers' state dirs
+	spares  *spareDirs       // directories made ahead of Create (spare_linux.go)
 	net     *network.Network
 	netErr  error     // why bridge networking is unavailable, when net is nil
 	pool    *initPool // nil when Config.InitPoolSize is 0 or mounts do not propagate
@@ -151,6 +152,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Backend, error)
 		sealed.Close()
 		return nil, err
 	}
+	b.spares = newSpareDirs(b)
 	b.reacquireImages(ctx)
 	netCfg := cfg.Network
 	if netCfg.Logger == nil {
@@ -185,6 +187,7 @@ func checkTraversable(dir string) error {
 func (b *Backend) Close() error {
 	poolErr := b.pool.close()
 	b.spawner.close()
+	b.spares.close()
 	b.trash.Close()
 	b.disk.close()
 	return errors.Join(poolErr, b.images.close(), b.init.Close())
@@ -277,9 +280,10 @@ func (b *Backend) Create(ctx context.Context, cs isolation.ContainerSpec) (_ iso
 	}
 	defer b.release(cs.Handle)
 	dir := b.dir(cs.Handle)
-	if err := os.Mkdir(dir, 0o711); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("%w: container %q", isolation.ErrAlreadyExists, cs.Handle)
+	spareState, err := b.spares.takeState(b.rootUID(cs.Privileged), dir)
+	if err != nil {
+		if isolation.IsAlreadyExists(err) {
+			return nil, err
 		}
 		return nil, fmt.Errorf("isolation_linux: create %q: %w", cs.Handle, err)
 	}
@@ -290,7 +294,7 @@ func (b *Backend) Create(ctx context.Context, cs isolation.ContainerSpec) (_ iso
 			}
 		}
 	}()
-	c, err := b.create(ctx, cs, src, dir)
+	c, err := b.create(ctx, cs, src, dir, spareState)
 	if err != nil {
 		return nil, fmt.Errorf("isolation_linux: create %q: %w", cs.Handle, err)
 	}
@@ -313,27 +317,36 @@ func (b *Backend) release(handle string) {
 	b.mu.Unlock()
 }
 
-func (b *Backend) create(ctx context.Context, cs isolation.ContainerSpec, src rootfsSource, dir string) (*container, error) {
+// create makes the container in dir, its state dir, which holds rootfs/ and processes/
+// already when it came from a spare (spare_linux.go).
+func (b *Backend) create(ctx context.Context, cs isolation.ContainerSpec, src rootfsSource, dir string, spareState bool) (*container, error) {
 	rootUID := b.rootUID(cs.Privileged)
 	lower, img, err := b.lowerDir(ctx, cs, src)
 	if err != nil {
 		return nil, err
 	}
-	diskDir, err := b.disk.dir(cs.Handle, cs.Limits.DiskBytes)
-	if err != nil {
-		return nil, err
+	var diskDir string
+	if cs.Limits.DiskBytes == 0 {
+		diskDir = b.spares.takeDisk(rootUID, cs.Handle) // upper/ and work/ included
 	}
-	upper, work := filepath.Join(diskDir, "upper"), filepath.Join(diskDir, "work")
-	for _, d := range []string{upper, work} {
-		if err := mkdirOwned(d, 0o755, rootUID); err != nil {
+	if diskDir == "" {
+		if diskDir, err = b.disk.dir(cs.Handle, cs.Limits.DiskBytes); err != nil {
 			return nil, err
 		}
+		for _, d := range []string{"upper", "work"} {
+			if err := mkdirOwned(filepath.Join(diskDir, d), 0o755, rootUID); err != nil {
+				return nil, err
+			}
+		}
 	}
-	if err := os.Mkdir(filepath.Join(dir, dirRootfs), 0o755); err != nil {
-		return nil, err
-	}
-	if err := mkdirOwned(filepath.Join(dir, dirProcesses), 0o700, rootUID); err != nil {
-		return nil, err
+	upper, work := filepath.Join(diskDir, "upper"), filepath.Join(diskDir, "work")
+	if !spareState {
+		if err := os.Mkdir(filepath.Join(dir, dirRootfs), 0o755); err != nil {
+			return nil, err
+		}
+		if err := mkdirOwned(filepath.Join(dir, dirProcesses), 0o700, rootUID); err != nil {
+			return nil, err
+		}
 	}
 	cgroupPath, err := resources.Path(b.cfg.CgroupParent, cs.Handle)
 	if err != nil {

@@ -121,3 +121,50 @@ func TestInitOutlivesSignals(t *testing.T) {
 		t.Fatalf("after the signals: exit %d, %q %q", r.code, r.stdout, r.stderr)
 	}
 }
+
+// Create takes a state dir and a disk directory made ahead (spare_linux.go): the container's
+// directories are the spares, renamed; Close removes the spares left.
+func TestCreateTakesSpareDirectories(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	b := newTestBackend(t, cfg)
+	owner := b.rootUID(false)
+	var state, disk string
+	for deadline := time.Now().Add(10 * time.Second); state == "" || disk == ""; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no spare directories after 10 s")
+		}
+		b.spares.mu.Lock()
+		if s, d := b.spares.states[owner], b.spares.disks[owner]; len(s) > 0 && len(d) > 0 {
+			state, disk = s[0], filepath.Join(cfg.DiskDir, "volumes", d[0])
+		}
+		b.spares.mu.Unlock()
+	}
+	inode := func(p string) uint64 {
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Ino
+	}
+	wantState, wantDisk := inode(state), inode(disk)
+	c := createContainer(t, b, nil)
+	if got := inode(b.dir(c.Handle())); got != wantState {
+		t.Errorf("state dir inode %d, the spare's was %d", got, wantState)
+	}
+	if got := inode(filepath.Join(cfg.DiskDir, "volumes", c.Handle())); got != wantDisk {
+		t.Errorf("disk directory inode %d, the spare's was %d", got, wantDisk)
+	}
+	if r := sh(t, c, "", "echo ok > /written && cat /written"); r.code != 0 || r.stdout != "ok\n" {
+		t.Fatalf("writing in a container made from spares: %+v", r)
+	}
+	if err := b.Destroy(context.Background(), c.Handle()); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	for _, pattern := range []string{filepath.Join(cfg.StateDir, spareStatePrefix+"*"), filepath.Join(cfg.DiskDir, "volumes", "@spare-*")} {
+		if left, _ := filepath.Glob(pattern); len(left) > 0 {
+			t.Errorf("spares left after Close: %v", left)
+		}
+	}
+}

@@ -39,24 +39,40 @@ func (d *diskDirs) dir(handle string, limit uint64) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return p, d.searchable(p)
+}
+
+// spare makes a spare unlimited directory (resources.DiskQuota.Spare), searchable like dir's.
+func (d *diskDirs) spare() (name, dir string, err error) {
+	if d.quota == nil {
+		return "", "", fmt.Errorf("%w: disk directories are unavailable on this host: %v", isolation.ErrUnsupported, d.err)
+	}
+	if name, dir, err = d.quota.Spare(); err == nil {
+		err = d.searchable(dir)
+	}
+	return name, dir, err
+}
+
+// searchable makes every directory from base down to p searchable by others.
+func (d *diskDirs) searchable(p string) error {
 	rel, err := filepath.Rel(d.base, p)
 	if err != nil || strings.HasPrefix(rel, "..") {
-		return "", fmt.Errorf("disk directory %s is outside %s", p, d.base)
+		return fmt.Errorf("disk directory %s is outside %s", p, d.base)
 	}
 	at := d.base
 	for _, part := range append([]string{"."}, strings.Split(rel, string(filepath.Separator))...) {
 		at = filepath.Join(at, part)
 		st, err := os.Stat(at)
 		if err != nil {
-			return "", err
+			return err
 		}
 		if st.Mode().Perm()&0o001 == 0 {
 			if err := os.Chmod(at, st.Mode().Perm()|0o111); err != nil {
-				return "", err
+				return err
 			}
 		}
 	}
-	return p, nil
+	return nil
 }
 
 // usage is the bytes the container's directory holds.

@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -73,6 +75,8 @@ type DiskQuota struct {
 	keyMu     sync.Mutex
 	key       string      // mkfsKey, once known
 	noReflink atomic.Bool // FICLONE failed here once: copy extents instead
+
+	spares atomic.Uint64 // names Spare's directories
 }
 
 // Disk quota modes, as Mode reports them.
@@ -121,7 +125,56 @@ func NewDiskQuota(baseDir string) (*DiskQuota, error) {
 	if q.trash, err = NewTrash(filepath.Join(baseDir, trashDir), slog.Default()); err != nil {
 		return nil, err
 	}
+	// Spares are made for this process's lifetime; an earlier one's go.
+	if spares, err := filepath.Glob(filepath.Join(baseDir, volumesDir, sparePrefix+"*")); err == nil {
+		for _, s := range spares {
+			if err := q.trash.Put(s); err != nil {
+				slog.Warn("removing a spare disk directory left by an earlier process", "dir", s, "error", err)
+			}
+		}
+	}
 	return q, nil
+}
+
+// sparePrefix starts the names of spare directories ("@" is no handle character).
+const sparePrefix = "@spare-"
+
+// Spare makes an unlimited directory ahead of the container that will take it (AdoptSpare),
+// and returns its name and the directory Dir would hand out. Spares left by an earlier
+// process are removed by NewDiskQuota.
+func (q *DiskQuota) Spare() (name, dir string, err error) {
+	name = sparePrefix + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatUint(q.spares.Add(1), 10)
+	dir, err = q.Dir(name, 0)
+	return name, dir, err
+}
+
+// AdoptSpare gives the spare made by Spare to handle, with what the caller made in it, as if
+// Dir(handle, 0) had made it, and returns its directory.
+// Errors: isolation.ErrAlreadyExists (handle has a directory), isolation.ErrNotFound (no such
+// spare), isolation.ErrInvalidSpec (bad names).
+func (q *DiskQuota) AdoptSpare(name, handle string) (string, error) {
+	if !strings.HasPrefix(name, sparePrefix) {
+		return "", fmt.Errorf("%w: %q is not a spare", isolation.ErrInvalidSpec, name)
+	}
+	if err := validName("handle", handle); err != nil {
+		return "", err
+	}
+	defer q.lock(handle)()
+	image, mount, data := q.paths(handle)
+	if has, err := exists(image); err != nil || has {
+		return "", fmt.Errorf("%w: disk for %s exists with a limit (%v)", isolation.ErrAlreadyExists, handle, err)
+	}
+	_, spare, _ := q.paths(name)
+	if err := unix.Renameat2(unix.AT_FDCWD, spare, unix.AT_FDCWD, mount, unix.RENAME_NOREPLACE); err != nil {
+		switch {
+		case errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY):
+			return "", fmt.Errorf("%w: disk for %s", isolation.ErrAlreadyExists, handle)
+		case errors.Is(err, unix.ENOENT):
+			return "", fmt.Errorf("%w: spare disk directory %s", isolation.ErrNotFound, name)
+		}
+		return "", fmt.Errorf("disk for %s from spare %s: %w", handle, name, err)
+	}
+	return data, nil
 }
 
 // Flush waits until what was released is gone from the disk, not only from its place.

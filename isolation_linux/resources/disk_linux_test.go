@@ -415,3 +415,51 @@ func TestDiskReleaseStackedMounts(t *testing.T) {
 		t.Fatalf("left under the base directory: %v", entries)
 	}
 }
+
+func TestDiskSpare(t *testing.T) {
+	q, base := newTestQuota(t)
+	name, dir, err := q.Spare()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "made-ahead"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := q.AdoptSpare(name, "taker")
+	if err != nil {
+		t.Fatalf("AdoptSpare: %v", err)
+	}
+	if want, _ := q.Dir("taker", 0); got != want {
+		t.Fatalf("AdoptSpare gave %s, Dir gives %s", got, want)
+	}
+	if _, err := os.Stat(filepath.Join(got, "made-ahead")); err != nil {
+		t.Fatalf("what was made in the spare: %v", err)
+	}
+	if _, err := q.AdoptSpare(name, "other"); !isolation.IsNotFound(err) {
+		t.Fatalf("adopting a spare twice: %v, want ErrNotFound", err)
+	}
+	second, _, err := q.Spare()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.AdoptSpare(second, "taker"); !isolation.IsAlreadyExists(err) {
+		t.Fatalf("adopting onto a handle with a directory: %v, want ErrAlreadyExists", err)
+	}
+	if _, err := q.AdoptSpare("taker", "x"); !isolation.IsInvalidSpec(err) {
+		t.Fatalf("adopting a handle's directory: %v, want ErrInvalidSpec", err)
+	}
+	// A spare left by an earlier process is removed by the next DiskQuota on the base.
+	q.Close()
+	q2, err := NewDiskQuota(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q2.Flush()
+	if left, _ := filepath.Glob(filepath.Join(base, volumesDir, sparePrefix+"*")); len(left) > 0 {
+		t.Fatalf("spares left: %v", left)
+	}
+	if _, err := os.Stat(filepath.Join(base, volumesDir, "taker")); err != nil {
+		t.Fatalf("the adopted directory went with the spares: %v", err)
+	}
+	q2.Close()
+}

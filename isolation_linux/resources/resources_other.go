@@ -55,6 +55,8 @@ func (*DiskQuota) Dir(string, uint64) (string, error)             { return "", u
 func (*DiskQuota) Usage(string) (uint64, error)                   { return 0, unsupported("disk quotas") }
 func (*DiskQuota) Release(string) error                           { return unsupported("disk quotas") }
 func (*DiskQuota) Flush()                                         {}
+func (*DiskQuota) Spare() (string, string, error)                 { return "", "", unsupported("disk quotas") }
+func (*DiskQuota) AdoptSpare(string, string) (string, error)      { return "", unsupported("disk quotas") }
 func (*DiskQuota) Close()                                         {}
 
 // RemoveTree does nothing: there are no cgroups here.
