@@ -393,7 +393,17 @@ func (c *container) StreamIn(ctx context.Context, dstPath string, tarStream io.R
 	}()
 	_, err = c.call(ctx, containerinit.Request{Op: containerinit.OpStreamIn, Path: dstPath}, files...)
 	r.Close() // a writer the init stopped reading early gets EPIPE
-	werr := <-written
+	var werr error
+	if err == nil {
+		werr = <-written // the init read the end frame: the writer is done
+	} else {
+		// The archive's own fault (which cut the stream) is known by now; a writer still
+		// waiting on a stalled source is not waited for.
+		select {
+		case werr = <-written:
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 	if werr != nil && isolation.IsInvalidSpec(werr) {
 		err = werr // the archive's own fault, which cut the stream the init read
 	} else if err == nil && werr != nil && !errors.Is(werr, syscall.EPIPE) {

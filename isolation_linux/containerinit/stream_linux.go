@@ -137,7 +137,16 @@ func ExtractEntry(rootFd int, e *Entry, content io.Reader, target, dst string, a
 		}
 		f := os.NewFile(uintptr(fd), target)
 		if archive != nil && e.Offset >= 0 {
-			_, err = copyFromArchive(fd, archive, e.Offset, e.Size)
+			var copied int64
+			copied, err = copyFromArchive(fd, archive, e.Offset, e.Size)
+			if err != nil && copied == 0 && !errors.Is(err, io.ErrUnexpectedEOF) {
+				// sendfile unavailable here: copy through this process.
+				var n int64
+				n, err = io.Copy(f, io.NewSectionReader(archive, e.Offset, e.Size))
+				if err == nil && n < e.Size {
+					err = io.ErrUnexpectedEOF // the archive is shorter than its header says
+				}
+			}
 		} else {
 			_, err = io.Copy(f, content)
 		}
