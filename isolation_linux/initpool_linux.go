@@ -654,7 +654,7 @@ func sameView(pid int, paths []string) error {
 		if err := unix.Stat(p, &host); err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
-		fd, err := unix.Openat2(root, p, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT})
+		fd, err := containerinit.Openat2(root, p, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT})
 		if err != nil {
 			return fmt.Errorf("%s in the init's mount namespace: %w", p, err)
 		}

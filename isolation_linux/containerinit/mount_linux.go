@@ -87,7 +87,7 @@ func inRoot(rootFd int, p string, flags uint64) (int, error) {
 	if rel == "" {
 		rel = "."
 	}
-	fd, err := unix.Openat2(rootFd, rel, &unix.OpenHow{
+	fd, err := Openat2(rootFd, rel, &unix.OpenHow{
 		Flags:   unix.O_PATH | unix.O_CLOEXEC | flags,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
 	})
@@ -95,6 +95,19 @@ func inRoot(rootFd int, p string, flags uint64) (int, error) {
 		return -1, &os.PathError{Op: "openat2", Path: p, Err: err}
 	}
 	return fd, nil
+}
+
+// Openat2 is openat2(2), tried again when it fails with EAGAIN: with RESOLVE_IN_ROOT or
+// RESOLVE_BENEATH the kernel refuses a ".." it walked while any rename happened anywhere on
+// the host (it cannot then prove the walk stayed inside), and a cell renames often (the trash,
+// spare directories, cgroups).
+func Openat2(dirfd int, path string, how *unix.OpenHow) (int, error) {
+	for try := 0; ; try++ {
+		fd, err := unix.Openat2(dirfd, path, how)
+		if !errors.Is(err, unix.EAGAIN) || try == 100 {
+			return fd, err
+		}
+	}
 }
 
 // mkdirAllInRoot makes directory p and its parents inside the root at rootFd and returns an

@@ -25,6 +25,8 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
+
+	"github.com/trellis-run/trellis/isolation_linux/containerinit"
 )
 
 // Whiteouts, as the OCI image layout spells them in a layer and as overlayfs wants them
@@ -166,7 +168,7 @@ func (u *unpacker) openDir(rel string) (int, error) {
 	if rel == "" {
 		rel = "."
 	}
-	fd, err := unix.Openat2(u.root, rel, &unix.OpenHow{
+	fd, err := containerinit.Openat2(u.root, rel, &unix.OpenHow{
 		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
 	})
