@@ -2,8 +2,10 @@ package isolationlinux
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -165,6 +167,33 @@ func TestCreateTakesSpareDirectories(t *testing.T) {
 	for _, pattern := range []string{filepath.Join(cfg.StateDir, spareStatePrefix+"*"), filepath.Join(cfg.DiskDir, "volumes", "@spare-*")} {
 		if left, _ := filepath.Glob(pattern); len(left) > 0 {
 			t.Errorf("spares left after Close: %v", left)
+		}
+	}
+}
+
+// Once Wait has returned, Info no longer lists the process: the init records the exit before
+// it tells the waiter.
+func TestInfoAfterWait(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, testConfig(t))
+	c := createContainer(t, b, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := range 200 {
+		id := fmt.Sprintf("short-%d", i)
+		p, err := c.Run(ctx, isolation.ProcessSpec{ID: id, Path: "/bin/true"}, isolation.ProcessIO{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, err := p.Wait(ctx); err != nil || code != 0 {
+			t.Fatalf("Wait: %d, %v", code, err)
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(info.ProcessIDs, id) {
+			t.Fatalf("run %d: Info lists %s as running after its Wait returned", i, id)
 		}
 	}
 }

@@ -254,10 +254,10 @@ func (s *initServer) reap(sigchld <-chan os.Signal) {
 			}
 			s.mu.Unlock()
 			if p != nil {
-				// Waiters first: the exit file is for a backend started later, which asks
-				// this init (still holding the code) before it reads the file.
-				close(p.done)
+				// The exit file first: a waiter told of the exit may look at the container
+				// next (Info lists as running every process without one).
 				s.recordExit(p)
+				close(p.done)
 			}
 		}
 	}
