@@ -442,6 +442,7 @@ func (b *Backend) startInit(ctx context.Context, dir string, rec *containerRecor
 	// the backend's cgroups and is moved into a new container cgroup; a fresh one is born in it
 	// where the kernel can do that (v2), else moved (v1).
 	si := b.pool.take(rec.Privileged, hostPaths(spec))
+	defer b.pool.refilled() // once this init is started (or not)
 	var cgroup *resources.Cgroup
 	if si != nil && si.cgroup != nil {
 		if cgroup, err = b.pool.adopt(si, rec.Handle, rec.Limits); err != nil {

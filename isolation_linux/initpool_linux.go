@@ -300,7 +300,7 @@ func newInitPool(ctx context.Context, b *Backend, size int) (*initPool, error) {
 // take returns a pooled init of the flavour whose view of every path in paths is the
 // backend's, or nil. It no longer belongs to the pool: the caller starts or kills it. A
 // pooled init whose view differs is retired, since the inits started after it see more.
-func (p *initPool) take(privileged bool, paths []string) *startedInit {
+func (p *initPool) take(privileged bool, paths []string) (taken *startedInit) {
 	if p == nil {
 		return nil
 	}
@@ -309,7 +309,11 @@ func (p *initPool) take(privileged bool, paths []string) *startedInit {
 		for _, si := range retire {
 			p.retire(si)
 		}
-		p.kick()
+		// The replacement of a taken init is started once its container is (refilled): on
+		// two cores, a refill started now competed with the create that took the init.
+		if taken == nil || len(retire) > 0 {
+			p.kick()
+		}
 	}()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -383,6 +387,13 @@ func removePoolCgroup(cg *resources.Cgroup, log *slog.Logger) {
 
 // poolCgroupPrefix starts the names of the cgroups of the pool whose directory is named id.
 func poolCgroupPrefix(id string) string { return "@pool-" + id + "-" }
+
+// refilled tells the refill that an init was taken, once its container started.
+func (p *initPool) refilled() {
+	if p != nil {
+		p.kick()
+	}
+}
 
 func (p *initPool) kick() {
 	select {
