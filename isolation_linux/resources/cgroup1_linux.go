@@ -25,9 +25,12 @@ import (
 // removes the directories (it also seeds cpuset.cpus/mems of new parents); the limit values are
 // the ones V1Settings computes, written here so that what is tested is what is enforced.
 type v1 struct {
-	path string // "parent/handle"
-	cg   cgroup1.Cgroup
+	path string            // "parent/handle"
 	dirs map[string]string // hierarchy name ("memory", "cpu", "name=systemd"...) → directory
+
+	cgOnce sync.Once
+	cg     cgroup1.Cgroup // for addProc; nil until then, unless newV1 made it
+	cgErr  error
 }
 
 // v1Required are the hierarchies every trellis cgroup has a directory in; the code below may
@@ -89,6 +92,7 @@ func newV1(path string, res *specs.LinuxResources) (*v1, error) {
 		return nil, fmt.Errorf("create cgroup %s: %w", path, err)
 	}
 	d := &v1{path: path, cg: cg, dirs: v1Dirs(path, cg.Subsystems())}
+	d.cgOnce.Do(func() {}) // cg is loaded
 	if err := writeV1Limits(d, res); err != nil {
 		if rmErr := d.remove(); rmErr != nil {
 			slog.Warn("remove half-made cgroup", "cgroup", path, "error", rmErr)
@@ -98,24 +102,36 @@ func newV1(path string, res *specs.LinuxResources) (*v1, error) {
 	return d, nil
 }
 
+// loadV1 finds the cgroup's directories; containerd's cgroup1 is loaded only to add a
+// process (addProc), the one thing here it does.
 func loadV1(path string) (*v1, error) {
-	cg, err := cgroup1.Load(cgroup1.StaticPath("/"+path), withV1Hierarchies)
+	hier, err := v1Hierarchies()
 	if err != nil {
-		if errors.Is(err, cgroup1.ErrCgroupDeleted) || errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("%w: cgroup %s", isolation.ErrNotFound, path)
-		}
-		return nil, fmt.Errorf("load cgroup %s: %w", path, err)
+		return nil, fmt.Errorf("%w: load cgroup %s: find v1 hierarchies: %v", isolation.ErrUnsupported, path, err)
 	}
-	d := &v1{path: path, cg: cg, dirs: v1Dirs(path, cg.Subsystems())}
+	dirs := map[string]string{}
+	for name, dir := range v1Dirs(path, hier) {
+		if _, err := os.Lstat(dir); err == nil {
+			dirs[name] = dir
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("load cgroup %s: %w", path, err)
+		}
+	}
 	for _, need := range v1Required {
-		if _, ok := d.dirs[need]; !ok {
+		if _, ok := dirs[need]; !ok {
 			return nil, fmt.Errorf("%w: cgroup %s has no directory in the %s hierarchy", isolation.ErrNotFound, path, need)
 		}
 	}
-	return d, nil
+	return &v1{path: path, dirs: dirs}, nil
 }
 
 func (d *v1) addProc(pid int) error {
+	d.cgOnce.Do(func() {
+		d.cg, d.cgErr = cgroup1.Load(cgroup1.StaticPath("/"+d.path), withV1Hierarchies)
+	})
+	if d.cgErr != nil {
+		return fmt.Errorf("load cgroup %s: %w", d.path, d.cgErr)
+	}
 	return d.cg.Add(cgroup1.Process{Pid: pid})
 }
 
