@@ -217,13 +217,10 @@ func atNice(nice int, fork func() error) error {
 // about a tenth of its start's CPU and left more memory mapped than it saved (mean anonymous
 // RSS of running inits: 4.4 MB with the collector, 3.0 MB without). The limit makes it
 // collect should an init's heap ever grow toward it, and bounds what an init can add to its
-// container's memory use. GOMAXPROCS=1: an init runs little Go code at a time, mostly waits
-// in system calls (which hand its one P on), and with fewer threads to start and to kill it
-// cost less CPU; on two cores create + run + wait + destroy took 0.1-0.2 ms less (two rounds
-// of 6 x 80 interleaved starts). The container's processes get their environment from their
+// container's memory use. The container's processes get their environment from their
 // ProcessSpec, never this one.
 func initEnv() []string {
-	return []string{"GOGC=off", "GOMEMLIMIT=" + initMemoryLimit, "GOMAXPROCS=1"}
+	return []string{"GOGC=off", "GOMEMLIMIT=" + initMemoryLimit}
 }
 
 // initMemoryLimit is the GOMEMLIMIT of an init.
