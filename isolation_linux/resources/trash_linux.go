@@ -18,7 +18,7 @@ import (
 // journal, as on the development machine) that is a round trip to the disk per block: a
 // container's directories took about 1 ms of its Destroy. Put renames a tree into the trash
 // directory, which must be on the same file system, and one goroutine removes what the trash
-// holds. What a process left in the trash (it crashed, or closed before the trash was empty)
+// holds, in passes at most trashBatch apart. What a process left in the trash (it crashed, or closed before the trash was empty)
 // is removed by the next Trash on the same directory.
 //
 // A tree put in the trash must hold no mount points: they could not be removed.
@@ -97,6 +97,21 @@ func (t *Trash) run() {
 		t.empty()
 		select {
 		case <-t.kick:
+			// Destroys come in bursts: what they put in the trash within trashBatch goes in
+			// one pass. Removing it after each destroy competed, on two cores, with the next
+			// container's create (phase bench: 7.70 against 7.43 ms per start).
+			batch := time.NewTimer(trashBatch)
+			select {
+			case <-batch.C:
+			case reply := <-t.flush:
+				batch.Stop()
+				t.empty()
+				close(reply)
+			case <-t.stop:
+				batch.Stop()
+				t.empty()
+				return
+			}
 		case reply := <-t.flush:
 			t.empty()
 			close(reply)
@@ -106,6 +121,9 @@ func (t *Trash) run() {
 		}
 	}
 }
+
+// trashBatch is how long the trash lets what is put in it accumulate before a pass.
+const trashBatch = 200 * time.Millisecond
 
 // empty removes everything the trash holds, logging what cannot be removed (it is tried again
 // at the next Put).
