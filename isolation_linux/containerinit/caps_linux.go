@@ -59,7 +59,7 @@ func lastCap() uint {
 // from this thread inherit all of it; the init's other threads keep their privileges.
 // lastCap is the kernel's highest capability number (read by the caller while /proc is the
 // host's or the container's, never half-way through the pivot).
-func hardenThread(p *specs.Process, filter []unix.SockFilter, lastCap uint) error {
+func hardenThread(p *ConfigProcess, filter []unix.SockFilter, lastCap uint) error {
 	c := p.Capabilities
 	if c == nil {
 		c = &specs.LinuxCapabilities{}

@@ -119,7 +119,7 @@ func Main() int {
 		return fail(fmt.Errorf("prctl(PR_SET_DUMPABLE): %w", err))
 	}
 	cfgFile := os.NewFile(FdConfig, "config.json")
-	var spec specs.Spec
+	var spec Config
 	if err := json.NewDecoder(cfgFile).Decode(&spec); err != nil {
 		return fail(fmt.Errorf("reading config.json: %w", err))
 	}
@@ -128,11 +128,15 @@ func Main() int {
 		return fail(errors.New("config.json lacks linux, process or root"))
 	}
 	var filter []unix.SockFilter
-	if spec.Linux.Seccomp != nil {
+	profile, err := spec.Linux.seccompProfile()
+	if err != nil {
+		return fail(fmt.Errorf("config.json: linux.seccomp: %w", err))
+	}
+	if profile != nil {
 		if len(start.Seccomp) > 0 {
 			filter, err = decodeSeccomp(start.Seccomp)
 		} else {
-			filter, err = CompileSeccomp(spec.Linux.Seccomp)
+			filter, err = CompileSeccomp(profile)
 		}
 		if err != nil {
 			return fail(err)
@@ -183,7 +187,7 @@ func argOr(i int, def string) string {
 // initServer is the state of a running init.
 type initServer struct {
 	log     logger
-	spec    *specs.Spec
+	spec    *Config
 	procDir int
 
 	// mu guards the process tables and is held from fork to registration, so the reaper

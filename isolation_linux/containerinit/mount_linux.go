@@ -168,7 +168,7 @@ func mountAt(source string, target int, fstype string, flags uintptr, data strin
 
 // setupRootfs mounts the container's filesystem tree below spec.Root.Path in the current
 // (new, private) mount namespace and pivots into it. It runs in the init before any process.
-func setupRootfs(spec *specs.Spec) error {
+func setupRootfs(spec *Config) error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("making the mount namespace private: %w", err)
 	}

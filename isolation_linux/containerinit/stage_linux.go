@@ -71,7 +71,7 @@ func standardLayout(rootFd int, mounts []specs.Mount, devices []specs.LinuxDevic
 
 // stagedFor reports whether the staged layout is what spec asks for, and how many of its
 // mounts it covers.
-func stagedFor(spec *specs.Spec) (int, bool) {
+func stagedFor(spec *Config) (int, bool) {
 	std := StandardMounts()
 	if staged == "" || len(spec.Mounts) < len(std) || !reflect.DeepEqual(spec.Mounts[:len(std)], std) {
 		return 0, false
