@@ -37,7 +37,6 @@ const (
 	fileSocket   = "init.sock"   // the init's seqpacket socket
 	fileInitLog  = "init.log"    // the init's own log (stderr)
 	fileNetNS    = "netns"       // bind mount of the init's network namespace (bridge networking)
-	dirRootfs    = "rootfs"      // the overlay mount point (empty on the host)
 	dirProcesses = "processes"   // processes/<id>/{stdout,stderr,exit}
 	fileStdout   = "stdout"
 	fileStderr   = "stderr"
@@ -341,9 +340,6 @@ func (b *Backend) create(ctx context.Context, cs isolation.ContainerSpec, src ro
 	}
 	upper, work := filepath.Join(diskDir, "upper"), filepath.Join(diskDir, "work")
 	if !spareState {
-		if err := os.Mkdir(filepath.Join(dir, dirRootfs), 0o755); err != nil {
-			return nil, err
-		}
 		if err := mkdirOwned(filepath.Join(dir, dirProcesses), 0o700, rootUID); err != nil {
 			return nil, err
 		}
@@ -353,7 +349,9 @@ func (b *Backend) create(ctx context.Context, cs isolation.ContainerSpec, src ro
 		return nil, err
 	}
 	spec, err := BuildSpec(cs, SpecOptions{
-		RootfsPath:  filepath.Join(dir, dirRootfs),
+		// The overlay is mounted on the state dir itself, in the init's mount namespace
+		// only, where nothing else uses the path: a directory less to make and remove.
+		RootfsPath:  dir,
 		LowerDir:    lower,
 		UpperDir:    upper,
 		WorkDir:     work,

@@ -15,8 +15,7 @@ import (
 	"github.com/trellis-run/trellis/isolation"
 )
 
-// Spare directories. Before its init starts, a container needs a state dir (with rootfs/ and
-// processes/) and a disk directory (with the overlay's upper/ and work/), owned in part by its
+// Spare directories. Before its init starts, a container needs a state dir (with processes/) and a disk directory (with the overlay's upper/ and work/), owned in part by its
 // root. Making them took about 0.3 ms of every Create on the development machine, most of it
 // ext4 choosing a block group for each of the two directories it spreads (FS_TOPDIR). A
 // goroutine makes them ahead, a few per owner (the host uid of the containers' root), and
@@ -173,9 +172,6 @@ func (s *spareDirs) make(owner int, seq uint64, state, disk bool) error {
 	if state {
 		dir := filepath.Join(s.b.cfg.StateDir, spareStatePrefix+strconv.Itoa(os.Getpid())+"-"+strconv.FormatUint(seq, 10))
 		err := os.Mkdir(dir, 0o711)
-		if err == nil {
-			err = os.Mkdir(filepath.Join(dir, dirRootfs), 0o755)
-		}
 		if err == nil {
 			err = mkdirOwned(filepath.Join(dir, dirProcesses), 0o700, owner)
 		}
