@@ -21,9 +21,9 @@ import (
 	"github.com/trellis-run/trellis/isolation"
 )
 
-// v1 is a cgroup in every mounted cgroup v1 hierarchy. containerd's cgroup1 creates, joins and
-// removes the directories (it also seeds cpuset.cpus/mems of new parents); the limit values are
-// the ones V1Settings computes, written here so that what is tested is what is enforced.
+// v1 is a cgroup in every mounted cgroup v1 hierarchy. containerd's cgroup1 creates and joins
+// the directories but the cpuset one (v1Cpuset); the limit values are the ones V1Settings
+// computes, written here so that what is tested is what is enforced.
 type v1 struct {
 	path string            // "parent/handle"
 	dirs map[string]string // hierarchy name ("memory", "cpu", "name=systemd"...) → directory
@@ -71,7 +71,86 @@ var (
 	v1Hier   []cgroup1.Subsystem
 )
 
-var withV1Hierarchies = cgroup1.WithHierarchy(v1Hierarchies)
+// withV1Hierarchies gives containerd's cgroup1 every mounted hierarchy but cpuset, which this
+// package makes and joins itself (v1Cpuset).
+var withV1Hierarchies = cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) {
+	hier, err := v1Hierarchies()
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(slices.Clone(hier), func(s cgroup1.Subsystem) bool { return s.Name() == cgroup1.Cpuset }), nil
+})
+
+// v1Cpuset makes the cpuset directories of trellis cgroups. A new cpuset cgroup has no CPUs
+// and no memory nodes until they are written; containerd's cgroup1 copies them from the parent
+// on every create, reading each ancestor's values twice (twelve reads and two writes). Here
+// the parent gets cgroup.clone_children once, and the kernel copies its values into every
+// directory made below it: one mkdir.
+var v1Cpuset struct {
+	mu       sync.Mutex
+	prepared map[string]bool // parent directories with clone_children set
+}
+
+// mkdirCpuset makes the cpuset cgroup dir, preparing its parent first.
+func mkdirCpuset(dir string) error {
+	parent := filepath.Dir(dir)
+	v1Cpuset.mu.Lock()
+	ready := v1Cpuset.prepared[parent]
+	v1Cpuset.mu.Unlock()
+	if ready {
+		err := os.Mkdir(dir, 0o755)
+		if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		// The parent was removed since (an operator, a test): prepare it again.
+	}
+	if err := prepareCpusetParent(parent); err != nil {
+		return fmt.Errorf("cpuset parent %s: %w", parent, err)
+	}
+	v1Cpuset.mu.Lock()
+	if v1Cpuset.prepared == nil {
+		v1Cpuset.prepared = map[string]bool{}
+	}
+	v1Cpuset.prepared[parent] = true
+	v1Cpuset.mu.Unlock()
+	return os.Mkdir(dir, 0o755)
+}
+
+// prepareCpusetParent makes dir and its missing ancestors below the hierarchy's root, each
+// with its parent's cpus and mems where it has none, and sets their clone_children.
+func prepareCpusetParent(dir string) error {
+	up := filepath.Dir(dir)
+	if up == dir {
+		return errors.New("not in a cpuset hierarchy")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "cpuset.cpus")); errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Stat(filepath.Join(up, "cpuset.cpus")); errors.Is(err, fs.ErrNotExist) {
+			if err := prepareCpusetParent(up); err != nil {
+				return err
+			}
+		}
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+	}
+	for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+		own, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			return err
+		}
+		if len(strings.TrimSpace(string(own))) > 0 {
+			continue
+		}
+		theirs, err := os.ReadFile(filepath.Join(up, f))
+		if err != nil {
+			return err
+		}
+		if err := writeFile(filepath.Join(dir, f), strings.TrimSpace(string(theirs))); err != nil {
+			return err
+		}
+	}
+	return writeFile(filepath.Join(dir, "cgroup.clone_children"), "1")
+}
 
 func newV1(path string, res *specs.LinuxResources) (*v1, error) {
 	hier, err := v1Hierarchies()
@@ -93,7 +172,16 @@ func newV1(path string, res *specs.LinuxResources) (*v1, error) {
 	}
 	d := &v1{path: path, cg: cg, dirs: v1Dirs(path, cg.Subsystems())}
 	d.cgOnce.Do(func() {}) // cg is loaded
-	if err := writeV1Limits(d, res); err != nil {
+	if dir, ok := dirs["cpuset"]; ok {
+		err = mkdirCpuset(dir)
+		if err == nil {
+			d.dirs["cpuset"] = dir
+		}
+	}
+	if err == nil {
+		err = writeV1Limits(d, res)
+	}
+	if err != nil {
 		if rmErr := d.remove(); rmErr != nil {
 			slog.Warn("remove half-made cgroup", "cgroup", path, "error", rmErr)
 		}
@@ -132,7 +220,15 @@ func (d *v1) addProc(pid int) error {
 	if d.cgErr != nil {
 		return fmt.Errorf("load cgroup %s: %w", d.path, d.cgErr)
 	}
-	return d.cg.Add(cgroup1.Process{Pid: pid})
+	if err := d.cg.Add(cgroup1.Process{Pid: pid}); err != nil {
+		return err
+	}
+	if dir, ok := d.dirs["cpuset"]; ok {
+		if err := writeFile(filepath.Join(dir, "cgroup.procs"), strconv.Itoa(pid)); err != nil {
+			return fmt.Errorf("cgroup %s: cpuset: %w", d.path, err)
+		}
+	}
+	return nil
 }
 
 func (d *v1) stats() (Stats, error) {

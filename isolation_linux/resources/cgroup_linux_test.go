@@ -379,3 +379,47 @@ func TestNewRejects(t *testing.T) {
 }
 
 func uintString(v uint64) string { return strconv.FormatUint(v, 10) }
+
+// On v1 the cpuset directory is made here, not by containerd's cgroup1: under a parent that
+// did not exist (two levels of it), the new cgroup has the root's CPUs and memory nodes, a
+// process added to it is in it, and Delete removes it.
+func TestCpusetFromParent(t *testing.T) {
+	requireCgroups(t)
+	if cgroups.Mode() == cgroups.Unified {
+		t.Skip("cgroup v2: no cpuset directory of its own")
+	}
+	root := "/sys/fs/cgroup/cpuset"
+	if _, err := os.Stat(filepath.Join(root, "cpuset.cpus")); err != nil {
+		t.Skip("no cpuset hierarchy")
+	}
+	parent := testParent(t) + "/nested"
+	for round := 0; round < 2; round++ { // the second finds the parent prepared
+		handle := "cpuset" + strconv.Itoa(round)
+		cg, err := New(parent, handle, isolation.Limits{})
+		if err != nil {
+			t.Fatalf("New: %v", err)
+		}
+		dir := filepath.Join(root, parent, handle)
+		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+			if got, want := readTrim(t, filepath.Join(dir, f)), readTrim(t, filepath.Join(root, f)); got != want || got == "" {
+				t.Errorf("%s of the new cgroup = %q, the root's %q", f, got, want)
+			}
+		}
+		h := startHelper(t, "work")
+		if err := cg.AddProc(h.cmd.Process.Pid); err != nil {
+			t.Fatalf("AddProc: %v", err)
+		}
+		if procs := readTrim(t, filepath.Join(dir, "cgroup.procs")); procs != strconv.Itoa(h.cmd.Process.Pid) {
+			t.Errorf("cpuset cgroup.procs = %q, want the helper %d", procs, h.cmd.Process.Pid)
+		}
+		if err := cg.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		if err := cg.Delete(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("cpuset directory after Delete: %v", err)
+		}
+	}
+}

@@ -180,7 +180,7 @@ func testParent(t *testing.T) string {
 	return parent
 }
 
-func parentDirs(t *testing.T, parent string) []string {
+func parentDirs(t testing.TB, parent string) []string {
 	if cgroups.Mode() == cgroups.Unified {
 		return []string{filepath.Join(unifiedRoot, parent)}
 	}
