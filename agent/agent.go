@@ -57,13 +57,10 @@ type Agent struct {
 	evacPending int
 	advertise   string
 	logOwners   map[string]logSource // log key → whose log it is
-	// desired caches the DesiredLRPs of the apps on the cell, by process guid; desiredReads
-	// are the reads in flight; desiredEpoch counts the drops (desired.go).
+	// desired caches the DesiredLRPs of the apps on the cell, by process guid; desiredEpoch
+	// counts the drops (desired.go).
 	desired      map[string]*models.DesiredLRP
-	desiredReads map[string]*desiredRead
 	desiredEpoch uint64
-	// seq orders container adds and DesiredLRP reads (container.seq, desiredRead.seq).
-	seq uint64
 
 	drainOnce sync.Once
 	drainReq  chan struct{} // closed when a drain is asked for
@@ -98,7 +95,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, store: opts.Store, log: logger.With("cell", cfg.CellID), http: opts.HTTPClient,
 		containers: map[string]*container{}, finished: map[string]time.Time{}, logOwners: map[string]logSource{},
-		desired: map[string]*models.DesiredLRP{}, desiredReads: map[string]*desiredRead{},
+		desired:  map[string]*models.DesiredLRP{},
 		drainReq: make(chan struct{}), drained: make(chan struct{}), beat: make(chan struct{}, 1),
 		creates: make(chan struct{}, cfg.maxConcurrentCreates()), closed: make(chan struct{}), os: runtime.GOOS,
 	}
@@ -382,8 +379,6 @@ func (a *Agent) liveHandles() []string {
 
 // addLocked enters c into the table and indexes its log. Callers hold a.mu.
 func (a *Agent) addLocked(c *container) {
-	a.seq++
-	c.seq = a.seq
 	a.containers[c.handle] = c
 	o := logSource{index: int(c.key.Index), taskGuid: c.taskGuid}
 	if c.kind == KindLRP {

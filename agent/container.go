@@ -106,8 +106,7 @@ type container struct {
 	completing bool // the task's outcome is being reported by the agent itself
 	netInfo    models.ActualLRPNetInfo
 	phase      string             // see ContainerStatus.Phase
-	desired    *models.DesiredLRP // what an LRP instance was started from (see desiredFor); read-only
-	seq        uint64             // Agent.seq when it was added
+	desired    *models.DesiredLRP // what an LRP instance was started from (desired.go); read-only
 
 	timing startTiming // written only by the work's own goroutine
 

@@ -5,8 +5,9 @@ import (
 )
 
 // The agent keeps the DesiredLRP of every app it runs, so that the second and later instances
-// of an app placed on the cell start without reading it again (one BBS read per app per cell,
-// not per instance).
+// of an app placed on the cell start without fetching it again; the first instance of an app
+// gets it with its claim (ClaimActualLRPWithDesired), so the agent never reads it before
+// running an instance: one BBS request per instance less than a read then a claim.
 //
 // What the cell runs from a DesiredLRP cannot change in place: an update changes only the
 // instance count, routes, annotation and restart policy, none of which the agent uses. A new
@@ -17,72 +18,33 @@ import (
 // cell's event stream (in revision order) delivers that record's removal before any instance of
 // a re-desired app, and a reconcile that finds the record missing drops the definition before
 // it looks at anything else. The definition is dropped when such a removal is seen, and when
-// the last instance of the app on the cell is gone; a read asked before a drop is not cached.
-// Instances placed together, before any of them has the definition, share the read in flight.
+// the last instance of the app on the cell is gone; a definition fetched before a drop is not
+// cached.
 
-// desiredFor returns the DesiredLRP to run c from: the cached one when an anchor vouches for
-// it; else the answer of a read of it already in flight that was asked after c's record was
-// seen (instances of an app placed together share one read: the BBS answers a read with the
-// record as it is when asked, so that answer is as good as c's own read); else a fresh read,
-// which becomes the cached one unless a drop happened meanwhile or a newer one is cached.
-// Errors: the BBS's.
-func (a *Agent) desiredFor(c *container) (*models.DesiredLRP, error) {
-	guid := c.key.ProcessGuid
-	a.mu.Lock()
-	for {
-		if d := a.desired[guid]; d != nil && a.anchoredLocked(c, d) {
-			c.desired = d
-			a.mu.Unlock()
-			return d, nil
-		}
-		f := a.desiredReads[guid]
-		if f == nil {
-			break
-		}
-		a.mu.Unlock()
-		<-f.done
-		a.mu.Lock()
-		if f.err == nil && c.seq < f.seq {
-			c.desired = f.lrp
-			a.mu.Unlock()
-			return f.lrp, nil
-		}
-		// Asked before c's record was seen, or failed: look again.
-	}
-	a.seq++
-	f := &desiredRead{seq: a.seq, done: make(chan struct{})}
-	a.desiredReads[guid] = f
-	epoch := a.desiredEpoch
-	a.mu.Unlock()
-
-	ctx, cancel := a.bbsCtx()
-	d, err := a.store.DesiredLRP(ctx, guid)
-	cancel()
-
+// cachedDesired returns the DesiredLRP to run c from when the cell holds one an anchor vouches
+// for (reserve, then claim). Otherwise it returns nil and the current drop epoch: the caller
+// claims c with its definition and hands the answer to keepDesired with that epoch.
+func (a *Agent) cachedDesired(c *container) (*models.DesiredLRP, uint64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	delete(a.desiredReads, guid)
-	f.lrp, f.err = d, err
-	close(f.done)
-	if err != nil {
-		return nil, err
+	if d := a.desired[c.key.ProcessGuid]; d != nil && a.anchoredLocked(c, d) {
+		c.desired = d
+		return d, 0
 	}
-	// A read answered after a drop may predate the removal that caused it; a read answered
-	// late must not replace a newer record read meanwhile (revisions only grow, and a
-	// re-desired app's record is newer than the removed one's).
-	if cur := a.desired[guid]; a.desiredEpoch == epoch && (cur == nil || d.Revision > cur.Revision) {
-		a.desired[guid] = d
-	}
-	c.desired = d
-	return d, nil
+	return nil, a.desiredEpoch
 }
 
-// desiredRead is a read of a DesiredLRP in flight.
-type desiredRead struct {
-	seq  uint64        // Agent.seq when it was asked
-	done chan struct{} // closed when answered
-	lrp  *models.DesiredLRP
-	err  error
+// keepDesired records d, fetched for c after the drop epoch epoch: c runs from it, and it
+// becomes the cell's definition of the app unless a drop happened since (d may predate the
+// removal that caused it) or a newer one is held (revisions only grow, and a re-desired app's
+// record is newer than the removed one's).
+func (a *Agent) keepDesired(c *container, d *models.DesiredLRP, epoch uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if cur := a.desired[c.key.ProcessGuid]; a.desiredEpoch == epoch && (cur == nil || d.Revision > cur.Revision) {
+		a.desired[c.key.ProcessGuid] = d
+	}
+	c.desired = d
 }
 
 // anchoredLocked reports whether a live instance other than c was started from d.

@@ -10,10 +10,10 @@ import (
 	"github.com/trellis-run/trellis/bbs/store"
 )
 
-// countingStore counts the agent's DesiredLRP reads.
+// countingStore counts the agent's DesiredLRP reads and claims.
 type countingStore struct {
 	store.Interface
-	desiredReads atomic.Int64
+	desiredReads, claims, claimsWithDesired atomic.Int64
 }
 
 func (s *countingStore) DesiredLRP(ctx context.Context, guid string) (*models.DesiredLRP, error) {
@@ -21,10 +21,32 @@ func (s *countingStore) DesiredLRP(ctx context.Context, guid string) (*models.De
 	return s.Interface.DesiredLRP(ctx, guid)
 }
 
-// TestDesiredLRPCache: further instances of an app already running on the cell start without
-// reading its DesiredLRP again, an update leaves the cached definition in use, an app removed
-// and desired again under the same guid runs from its new definition, and instances placed
-// together share one read.
+func (s *countingStore) ClaimActualLRP(ctx context.Context, k models.ActualLRPKey, ik models.ActualLRPInstanceKey) (*models.ActualLRP, error) {
+	s.claims.Add(1)
+	return s.Interface.ClaimActualLRP(ctx, k, ik)
+}
+
+func (s *countingStore) ClaimActualLRPWithDesired(ctx context.Context, k models.ActualLRPKey, ik models.ActualLRPInstanceKey) (*models.ActualLRP, *models.DesiredLRP, error) {
+	s.claimsWithDesired.Add(1)
+	return s.Interface.ClaimActualLRPWithDesired(ctx, k, ik)
+}
+
+// fetches checks how the agent got its definitions so far: never by a read of its own, and
+// wantWithDesired times with a claim.
+func (s *countingStore) fetches(t *testing.T, when string, wantWithDesired int64) {
+	t.Helper()
+	if n := s.desiredReads.Load(); n != 0 {
+		t.Fatalf("DesiredLRP reads %s = %d, want none (the claim brings the definition)", when, n)
+	}
+	if n := s.claimsWithDesired.Load(); n != wantWithDesired {
+		t.Fatalf("claims with the definition %s = %d, want %d", when, n, wantWithDesired)
+	}
+}
+
+// TestDesiredLRPCache: an app's first instance on the cell gets the definition with its claim
+// and no read; further instances of an app already running on the cell claim without it, an
+// update leaves the cached definition in use, and an app removed and desired again under the
+// same guid runs from its new definition.
 func TestDesiredLRPCache(t *testing.T) {
 	e := testBBS(t)
 	cellID := uniq("cell")
@@ -40,9 +62,7 @@ func TestDesiredLRPCache(t *testing.T) {
 	lrp := webLRP(guid, 1)
 	desireAndPlace(t, e, lrp, cellID)
 	waitState(t, op, guid, 0, models.ActualLRPStateRunning, 10*time.Second)
-	if n := counting.desiredReads.Load(); n != 1 {
-		t.Fatalf("DesiredLRP reads after the first instance = %d, want 1", n)
-	}
+	counting.fetches(t, "after the first instance", 1)
 
 	// Scaling up (an update of the record) places two more instances here: no new read.
 	three := int32(3)
@@ -57,8 +77,9 @@ func TestDesiredLRPCache(t *testing.T) {
 	for i := int32(1); i < 3; i++ {
 		waitState(t, op, guid, i, models.ActualLRPStateRunning, 10*time.Second)
 	}
-	if n := counting.desiredReads.Load(); n != 1 {
-		t.Fatalf("DesiredLRP reads after scaling to 3 on the cell = %d, want 1", n)
+	counting.fetches(t, "after scaling to 3 on the cell", 1)
+	if n := counting.claims.Load(); n != 2 {
+		t.Fatalf("plain claims after scaling to 3 on the cell = %d, want 2", n)
 	}
 
 	// Removed and desired again with another definition: the new instance runs from it.
@@ -76,18 +97,20 @@ func TestDesiredLRPCache(t *testing.T) {
 	if got := spec.Limits.MemoryBytes; got != 96<<20 {
 		t.Fatalf("re-desired instance runs with a memory limit of %d bytes, want %d (the new definition)", got, 96<<20)
 	}
-	if n := counting.desiredReads.Load(); n != 2 {
-		t.Fatalf("DesiredLRP reads after the app was desired again = %d, want 2", n)
-	}
+	counting.fetches(t, "after the app was desired again", 2)
 	waitFor(t, 10*time.Second, "the removed app's containers are gone", func() bool { return mem.Len() == 1 })
 
-	// Instances of an app placed together share one read.
+	// Instances of an app placed together, none of them anchored yet: each claim brings the
+	// definition, and there is no read.
 	other := uniq("web")
 	desireAndPlace(t, e, webLRP(other, 4), cellID)
 	for i := int32(0); i < 4; i++ {
 		waitState(t, op, other, i, models.ActualLRPStateRunning, 10*time.Second)
 	}
-	if n := counting.desiredReads.Load(); n != 3 {
-		t.Fatalf("DesiredLRP reads after 4 instances of another app placed at once = %d, want 3", n)
+	if n := counting.desiredReads.Load(); n != 0 {
+		t.Fatalf("DesiredLRP reads after 4 instances of another app placed at once = %d, want none", n)
+	}
+	if n := counting.claims.Load() + counting.claimsWithDesired.Load(); n != 2+2+4 {
+		t.Fatalf("claims in all = %d, want one per instance (8)", n)
 	}
 }

@@ -79,25 +79,40 @@ func (a *Agent) runLRP(c *container) {
 		a.forget(c)
 		return
 	}
-	desired, err := a.desiredFor(c)
-	if err != nil {
-		// The next reconcile tries again while the instance is still placed here.
-		log.Warn("reading the desired LRP of a placed instance", "error", err)
-		a.forget(c)
-		return
-	}
-	c.res = reservation(desired.MemoryMB, desired.DiskMB)
-	if err := a.ledger.reserve(c.handle, c.res); err != nil {
-		a.rejectLRP(c, log, err.Error())
-		a.forget(c)
-		return
-	}
+	// An app's first instance on the cell is claimed with its definition, the others from the
+	// definition the cell holds: reserve, then claim. The reservation of the first comes after
+	// its claim, and an instance the cell then cannot hold is given back.
 	// No early heartbeat for the reservation: the instance's record names this cell, and the
 	// auctioneer counts a cell's usage from the records (see presenceLoop).
+	reserve := func(desired *models.DesiredLRP) bool {
+		c.res = reservation(desired.MemoryMB, desired.DiskMB)
+		if err := a.ledger.reserve(c.handle, c.res); err != nil {
+			a.rejectLRP(c, log, err.Error())
+			a.forget(c)
+			return false
+		}
+		return true
+	}
+	desired, epoch := a.cachedDesired(c)
+	var rec *models.ActualLRP
+	var err error
 	ctx, cancel := a.bbsCtx()
-	rec, err := a.store.ClaimActualLRP(ctx, c.key, c.instanceKey(a.cfg.CellID))
+	if desired != nil {
+		if !reserve(desired) {
+			cancel()
+			return
+		}
+		rec, err = a.store.ClaimActualLRP(ctx, c.key, c.instanceKey(a.cfg.CellID))
+	} else if rec, desired, err = a.store.ClaimActualLRPWithDesired(ctx, c.key, c.instanceKey(a.cfg.CellID)); err == nil {
+		a.keepDesired(c, desired, epoch)
+		if !reserve(desired) {
+			cancel()
+			return
+		}
+	}
 	cancel()
 	if err != nil {
+		// The next reconcile tries again while the instance is still placed here.
 		log.Info("claiming the instance failed; leaving it", "error", err)
 		a.forget(c)
 		return

@@ -338,7 +338,15 @@ func (s *Server) claimActualLRP(w http.ResponseWriter, r *http.Request, id certs
 	if err != nil {
 		return err
 	}
-	return s.answerLRP(w)(s.store.ClaimActualLRP(r.Context(), key, ik))
+	if !req.WithDesired {
+		return s.answerLRP(w)(s.store.ClaimActualLRP(r.Context(), key, ik))
+	}
+	rec, d, err := s.store.ClaimActualLRPWithDesired(r.Context(), key, ik)
+	if err != nil {
+		return err
+	}
+	s.writeJSON(w, http.StatusOK, client.ClaimActualLRPResponse{ActualLRP: rec, DesiredLRP: d})
+	return nil
 }
 
 func (s *Server) startActualLRP(w http.ResponseWriter, r *http.Request, id certs.Identity) error {

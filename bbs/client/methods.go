@@ -197,6 +197,20 @@ func (c *Client) ClaimActualLRP(ctx context.Context, key models.ActualLRPKey, in
 	return c.actualAction(ctx, key, "claim", InstanceRequest{InstanceGuid: instanceKey.InstanceGuid, CellID: instanceKey.CellID})
 }
 
+// ClaimActualLRPWithDesired claims an instance placed on the caller's cell and returns its
+// DesiredLRP along. Errors: ClaimActualLRP's; NotFound when the DesiredLRP is gone.
+func (c *Client) ClaimActualLRPWithDesired(ctx context.Context, key models.ActualLRPKey, instanceKey models.ActualLRPInstanceKey) (*models.ActualLRP, *models.DesiredLRP, error) {
+	var out ClaimActualLRPResponse
+	body := InstanceRequest{InstanceGuid: instanceKey.InstanceGuid, CellID: instanceKey.CellID, WithDesired: true}
+	if err := c.do(ctx, request{method: http.MethodPost, path: actualPath(key.ProcessGuid, key.Index, "claim"), body: body}, &out); err != nil {
+		return nil, nil, err
+	}
+	if out.ActualLRP == nil || out.DesiredLRP == nil {
+		return nil, nil, fmt.Errorf("claim %s/%d: the BBS answered without the records asked for (an older BBS?)", key.ProcessGuid, key.Index)
+	}
+	return out.ActualLRP, out.DesiredLRP, nil
+}
+
 // StartActualLRP reports the instance RUNNING at netInfo. Errors: NotFound, InvalidTransition,
 // Forbidden.
 func (c *Client) StartActualLRP(ctx context.Context, key models.ActualLRPKey, instanceKey models.ActualLRPInstanceKey, netInfo models.ActualLRPNetInfo) (*models.ActualLRP, error) {

@@ -95,6 +95,15 @@ type EmptyRequest struct{}
 type InstanceRequest struct {
 	InstanceGuid string `json:"instance_guid"`
 	CellID       string `json:"cell_id"`
+	// WithDesired (claim only) asks for the answer ClaimActualLRPResponse, which carries the
+	// instance's DesiredLRP too; without it the answer is the ActualLRP.
+	WithDesired bool `json:"with_desired,omitempty"`
+}
+
+// ClaimActualLRPResponse answers a claim asked WithDesired.
+type ClaimActualLRPResponse struct {
+	ActualLRP  *models.ActualLRP  `json:"actual_lrp"`
+	DesiredLRP *models.DesiredLRP `json:"desired_lrp"`
 }
 
 // StartActualLRPRequest reports an instance RUNNING (cell).

@@ -545,6 +545,19 @@ func (s *Store) ClaimActualLRP(ctx context.Context, key models.ActualLRPKey, ins
 		})
 }
 
+// ClaimActualLRPWithDesired claims the instance, then reads its DesiredLRP.
+func (s *Store) ClaimActualLRPWithDesired(ctx context.Context, key models.ActualLRPKey, instanceKey models.ActualLRPInstanceKey) (*models.ActualLRP, *models.DesiredLRP, error) {
+	rec, err := s.ClaimActualLRP(ctx, key, instanceKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	d, err := s.DesiredLRP(ctx, key.ProcessGuid)
+	if err != nil {
+		return nil, nil, err
+	}
+	return rec, d, nil
+}
+
 // StartActualLRP: the instance runs and is healthy. From UNCLAIMED the instance must not be
 // placed on another cell.
 func (s *Store) StartActualLRP(ctx context.Context, key models.ActualLRPKey, instanceKey models.ActualLRPInstanceKey, netInfo models.ActualLRPNetInfo) (*models.ActualLRP, error) {
@@ -638,16 +651,17 @@ func (s *Store) RejectActualLRP(ctx context.Context, key models.ActualLRPKey, ce
 	what := "reject " + actualName(key, models.PresenceOrdinary)
 	return s.transitionActual(ctx, what, key, models.PresenceOrdinary, 0,
 		func(_ indexRecords, cur *models.ActualLRP) ([]change, *models.ActualLRP, error) {
-			if cur.State != models.ActualLRPStateUnclaimed {
-				return nil, nil, refuse(actualName(key, cur.Presence), cur.State, models.ActualLRPStateUnclaimed, "only an UNCLAIMED instance can be rejected")
+			if cur.State != models.ActualLRPStateUnclaimed && cur.State != models.ActualLRPStateClaimed {
+				return nil, nil, refuse(actualName(key, cur.Presence), cur.State, models.ActualLRPStateUnclaimed, "only an UNCLAIMED or CLAIMED instance can be rejected")
 			}
 			if cur.CellID != cellID {
 				return nil, nil, forbidden(what, fmt.Sprintf("placed on cell %q, not on %q", cur.CellID, cellID))
 			}
-			n := *cur
+			n := s.withState(cur, models.ActualLRPStateUnclaimed)
 			n.ActualLRPInstanceKey = models.ActualLRPInstanceKey{}
+			n.ActualLRPNetInfo = models.ActualLRPNetInfo{}
 			n.PlacementError = reason
-			return update(cur, &n)
+			return update(cur, n)
 		})
 }
 

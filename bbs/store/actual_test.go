@@ -148,8 +148,23 @@ func TestActualLRPCellTransitions(t *testing.T) {
 	}
 	_, err = s.ClaimActualLRP(ctx, key, other)
 	wantErr(t, err, models.ErrInvalidTransition, "claim by another instance")
-	_, err = s.RejectActualLRP(ctx, key, "cell-a", "x")
-	wantErr(t, err, models.ErrInvalidTransition, "reject CLAIMED")
+	_, err = s.RejectActualLRP(ctx, key, "cell-b", "x")
+	wantErr(t, err, models.ErrForbidden, "reject CLAIMED by another cell")
+	back, err := s.RejectActualLRP(ctx, key, "cell-a", "insufficient resources: memory")
+	wantErr(t, err, nil, "reject CLAIMED")
+	if back.State != models.ActualLRPStateUnclaimed || back.CellID != "" || back.InstanceGuid != "" || back.PlacementError != "insufficient resources: memory" {
+		t.Fatalf("rejected claimed = %+v", back)
+	}
+
+	// Claimed again, answered with the definition.
+	must[*models.ActualLRP](t)(s.PlaceActualLRP(ctx, key, "cell-a", 0))
+	reclaimed, d, err := s.ClaimActualLRPWithDesired(ctx, key, ik)
+	wantErr(t, err, nil, "claim with the desired lrp")
+	if reclaimed.State != models.ActualLRPStateClaimed || reclaimed.ActualLRPInstanceKey != ik || d == nil || d.ProcessGuid != "web" || d.Instances != 1 {
+		t.Fatalf("claimed with desired = %+v, %+v", reclaimed, d)
+	}
+	_, _, err = s.ClaimActualLRPWithDesired(ctx, key, other)
+	wantErr(t, err, models.ErrInvalidTransition, "claim with the desired lrp by another instance")
 	_, err = s.ClaimActualLRP(ctx, key, models.ActualLRPInstanceKey{CellID: "cell-a"})
 	wantErr(t, err, models.ErrInvalidRecord, "claim without instance guid")
 

@@ -76,6 +76,10 @@ type Interface interface {
 	// ClaimActualLRP: UNCLAIMED placed on instanceKey.CellID (or CLAIMED by the same
 	// instance) → CLAIMED. Errors: NotFound, InvalidTransition, Forbidden (placed elsewhere).
 	ClaimActualLRP(ctx context.Context, key models.ActualLRPKey, instanceKey models.ActualLRPInstanceKey) (*models.ActualLRP, error)
+	// ClaimActualLRPWithDesired is ClaimActualLRP answered with the instance's DesiredLRP as
+	// it is after the claim, which spares a cell that does not hold the definition a read of
+	// it. Errors: ClaimActualLRP's; NotFound when the DesiredLRP is gone (with it, the record).
+	ClaimActualLRPWithDesired(ctx context.Context, key models.ActualLRPKey, instanceKey models.ActualLRPInstanceKey) (*models.ActualLRP, *models.DesiredLRP, error)
 	// StartActualLRP → RUNNING with netInfo (from CLAIMED/RUNNING by the same instance, or
 	// UNCLAIMED). Errors: NotFound, InvalidTransition, Forbidden (UNCLAIMED placed on another
 	// cell), InvalidRecord (no address).
@@ -85,8 +89,9 @@ type Interface interface {
 	// instance is removed instead, and that removed record is returned.
 	// Errors: NotFound, InvalidTransition.
 	CrashActualLRP(ctx context.Context, key models.ActualLRPKey, instanceKey models.ActualLRPInstanceKey, reason string) (*models.ActualLRP, error)
-	// RejectActualLRP: the cell cannot run an instance placed on it → UNCLAIMED with cell_id
-	// cleared and placement_error = reason. Errors: NotFound, InvalidTransition, Forbidden.
+	// RejectActualLRP: the cell cannot run an instance placed on it (UNCLAIMED) or that it
+	// claimed (CLAIMED by the cell) → UNCLAIMED with cell_id cleared and placement_error =
+	// reason. Errors: NotFound, InvalidTransition, Forbidden.
 	RejectActualLRP(ctx context.Context, key models.ActualLRPKey, cellID string, reason string) (*models.ActualLRP, error)
 	// RemoveActualLRP deletes the record of presence held by instanceKey (a cell removing
 	// what it stopped). Errors: NotFound, Forbidden (another instance).

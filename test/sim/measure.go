@@ -322,6 +322,11 @@ func (t *timedStore) ClaimActualLRP(ctx context.Context, k models.ActualLRPKey, 
 	return t.Interface.ClaimActualLRP(ctx, k, ik)
 }
 
+func (t *timedStore) ClaimActualLRPWithDesired(ctx context.Context, k models.ActualLRPKey, ik models.ActualLRPInstanceKey) (*models.ActualLRP, *models.DesiredLRP, error) {
+	defer t.h.observe("ClaimActualLRPWithDesired", time.Now())
+	return t.Interface.ClaimActualLRPWithDesired(ctx, k, ik)
+}
+
 func (t *timedStore) StartActualLRP(ctx context.Context, k models.ActualLRPKey, ik models.ActualLRPInstanceKey, ni models.ActualLRPNetInfo) (*models.ActualLRP, error) {
 	defer t.h.observe("StartActualLRP", time.Now())
 	return t.Interface.StartActualLRP(ctx, k, ik, ni)
