@@ -43,9 +43,14 @@ type ConfigLinux struct {
 	Seccomp json.RawMessage `json:"seccomp,omitempty"`
 }
 
+// hasSeccomp reports whether the document has a seccomp profile.
+func (l *ConfigLinux) hasSeccomp() bool {
+	return len(l.Seccomp) > 0 && string(l.Seccomp) != "null"
+}
+
 // seccompProfile decodes the profile; nil when the document has none.
 func (l *ConfigLinux) seccompProfile() (*specs.LinuxSeccomp, error) {
-	if len(l.Seccomp) == 0 || string(l.Seccomp) == "null" {
+	if !l.hasSeccomp() {
 		return nil, nil
 	}
 	var sc specs.LinuxSeccomp

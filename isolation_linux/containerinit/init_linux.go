@@ -128,14 +128,15 @@ func Main() int {
 		return fail(errors.New("config.json lacks linux, process or root"))
 	}
 	var filter []unix.SockFilter
-	profile, err := spec.Linux.seccompProfile()
-	if err != nil {
-		return fail(fmt.Errorf("config.json: linux.seccomp: %w", err))
-	}
-	if profile != nil {
+	if spec.Linux.hasSeccomp() {
+		// The backend compiled the default profile once; any other is compiled here.
 		if len(start.Seccomp) > 0 {
 			filter, err = decodeSeccomp(start.Seccomp)
 		} else {
+			var profile *specs.LinuxSeccomp
+			if profile, err = spec.Linux.seccompProfile(); err != nil {
+				return fail(fmt.Errorf("config.json: linux.seccomp: %w", err))
+			}
 			filter, err = CompileSeccomp(profile)
 		}
 		if err != nil {
