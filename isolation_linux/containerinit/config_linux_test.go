@@ -49,12 +49,7 @@ func jsonName(f reflect.StructField) string {
 
 // A whole runtime-spec document, every field set, read as the init reads it.
 func TestConfigDecodesASpec(t *testing.T) {
-	var s specs.Spec
-	populate(reflect.ValueOf(&s).Elem(), 0)
-	b, err := json.Marshal(&s)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, b := populatedSpec(t)
 	var c Config
 	if err := json.Unmarshal(b, &c); err != nil {
 		t.Fatal(err)

@@ -9,15 +9,22 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
-// The warm-up must reach the types a container's config.json holds deep down: the seccomp
-// rules' arguments, the id mappings, the cgroup limits.
-func TestPopulateReachesNestedSpecTypes(t *testing.T) {
+// populatedSpec is a runtime-spec document with every field set (populate), and its JSON.
+func populatedSpec(t *testing.T) (*specs.Spec, []byte) {
+	t.Helper()
 	var s specs.Spec
 	populate(reflect.ValueOf(&s).Elem(), 0)
 	b, err := json.Marshal(&s)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &s, b
+}
+
+// The warm-up must reach the types a container's config.json holds deep down: the seccomp
+// rules' arguments, the id mappings, the cgroup limits.
+func TestPopulateReachesNestedSpecTypes(t *testing.T) {
+	_, b := populatedSpec(t)
 	for _, key := range []string{`"syscalls":[{`, `"args":[{`, `"uidMappings":[{`, `"memory":{`, `"rlimits":[{`, `"annotations":{"k"`, `"mounts":[{`} {
 		if !strings.Contains(string(b), key) {
 			t.Errorf("populated spec lacks %s", key)
